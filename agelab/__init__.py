@@ -1,0 +1,10 @@
+"""agelab: train, compare, export and serve face age estimation models, every run in MLflow."""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations must not check for updates online
+
+from agelab.config import register_resolvers  # noqa: E402
+
+register_resolvers()
+__version__ = "0.1.0"

@@ -1,0 +1,29 @@
+"""Shared by the entry points: turn agelab errors into one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+from agelab.errors import AgelabError
+
+
+def agelab_cause(exc: BaseException) -> AgelabError | None:
+    """The AgelabError behind ``exc`` (Hydra and Lightning wrap the errors raised inside them)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, AgelabError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def run_or_exit(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
+        cause = agelab_cause(exc)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,50 @@
+"""The face cache: packed uint8 crops in one memory-mapped .npy file plus a records table.
+
+Layout of a cache folder: ``images.npy`` (N, H, W, 3) uint8 RGB and ``records.csv`` (one row per
+image, in the same order). Files are written under a temporary name and renamed, so a cache
+folder is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agelab.errors import DataError
+
+IMAGES, RECORDS = "images.npy", "records.csv"
+
+
+def cache_exists(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / IMAGES).is_file() and (folder / RECORDS).is_file()
+
+
+def save_cache(folder: str | Path, images: np.ndarray, records: pd.DataFrame) -> Path:
+    folder = Path(folder)
+    if len(images) != len(records):
+        raise ValueError(f"{len(images)} images but {len(records)} records")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_images, tmp_records = folder / (IMAGES + ".tmp"), folder / (RECORDS + ".tmp")
+    with open(tmp_images, "wb") as f:
+        np.save(f, np.ascontiguousarray(images, dtype=np.uint8))
+    records.to_csv(tmp_records, index=False)
+    # Records last: their presence marks a finished cache.
+    os.replace(tmp_images, folder / IMAGES)
+    os.replace(tmp_records, folder / RECORDS)
+    return folder
+
+
+def load_cache(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """(memory-mapped images, records); nothing is read into RAM until indexed."""
+    folder = Path(folder)
+    if not cache_exists(folder):
+        raise DataError(f"no face cache in {folder}: expected {IMAGES} and {RECORDS} (run python -m agelab.prepare)")
+    images = np.load(folder / IMAGES, mmap_mode="r")
+    records = pd.read_csv(folder / RECORDS)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(records):
+        raise DataError(f"{folder / IMAGES}: shape {images.shape} does not match {len(records)} records")
+    return images, records

@@ -1,0 +1,76 @@
+"""LightningDataModule: a face source split into train/val/test, augmented, batched."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from agelab.errors import ConfigError
+
+
+class FaceDataset(Dataset):
+    """Faces from a uint8 image array (often a memory map) and their records."""
+
+    def __init__(self, images: np.ndarray, records: pd.DataFrame, transform: Callable):
+        self.images = images
+        self.index = records.index.to_numpy()
+        self.ages = records["age"].to_numpy(np.float32) if "age" in records else np.full(len(records), np.nan, np.float32)
+        self.groups = records["group"].fillna(-1).to_numpy(np.int64) if "group" in records else np.full(len(records), -1)
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        image = np.asarray(self.images[self.index[i]])
+        return {"image": self.transform(image=image)["image"], "age": self.ages[i], "group": self.groups[i]}
+
+
+class FaceDataModule(pl.LightningDataModule):
+    def __init__(self, source, train_transform: Callable, eval_transform: Callable, batch_size: int = 64,
+                 eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False, max_age: int = 100):
+        super().__init__()
+        self.max_age = max_age  # oldest label of this data; age heads size their outputs from it
+        for name, value in {"data.batch_size": batch_size, "data.eval_batch_size": eval_batch_size or batch_size}.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.source = source
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.loader_args = {"num_workers": num_workers, "pin_memory": pin_memory,
+                            "persistent_workers": persistent_workers and num_workers > 0}
+        self.datasets: dict[str, FaceDataset] = {}
+
+    def setup(self, stage: str | None = None):
+        if self.datasets:
+            return
+        images, records = self.source.load()
+        for split in ("train", "val", "test"):
+            part = records[records["split"] == split]
+            if len(part) == 0:
+                raise ConfigError(f"the {split} split of the data is empty")
+            transform = self.train_transform if split == "train" else self.eval_transform
+            self.datasets[split] = FaceDataset(images, part, transform)
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return DataLoader(self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size,
+                          shuffle=train, drop_last=train and len(self.datasets[split]) > self.batch_size,
+                          **self.loader_args)
+
+    def train_dataloader(self):
+        return self._loader("train")
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")

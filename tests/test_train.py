@@ -1,0 +1,89 @@
+"""Tiny CPU trainings through the real config: learning, MLflow contents, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+
+from agelab.train import train
+
+from conftest import TINY, compose_config
+
+
+def client_for(root: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{root.resolve() / 'mlflow.db'}")
+
+
+def only_run(client: MlflowClient):
+    exp = client.get_experiment_by_name("agelab")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_tiny_training_beats_mean_baseline_and_is_tracked(tmp_path):
+    cfg = compose_config(tmp_path, [*TINY, "data.source.train_size=768", "trainer.max_epochs=4",
+                                    "optimizer.lr=0.005"])
+    metrics = train(cfg)
+
+    # Predict-the-train-mean baseline on the same validation faces.
+    from agelab.data.sources import SynthSource
+    from hydra.utils import instantiate
+    _, records = instantiate(cfg.data.source).load()
+    mean_age = records.loc[records.split == "train", "age"].mean()
+    baseline = (records.loc[records.split == "val", "age"] - mean_age).abs().mean()
+    assert baseline > 20
+    assert metrics["val/mae"] < 0.75 * baseline
+    assert metrics["test/mae"] < 0.75 * baseline
+    assert 0 <= metrics["test/cs5"] <= 1
+
+    client = client_for(tmp_path)
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model._target_"] == "agelab.models.smlf.SMLFNet" or params["model._target_"].endswith("SMLFNetSmall")
+    assert params["data.batch_size"] == "32"
+    assert params["trainer.max_epochs"] == "4"
+    assert run.data.tags["model"] == "smlf_small" and run.data.tags["head"] == "dex" and run.data.tags["data"] == "synth"
+    assert "git_commit" in run.data.tags
+    for key in ("train/loss", "train/mae", "train/cs5", "val/loss", "val/mae", "val/cs5", "test/loss", "test/mae", "test/cs5"):
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(run.info.run_id, "val/mae")
+    assert len(history) == 4  # one value per epoch
+    assert history[-1].value < history[0].value
+    curve = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "test/cs_curve"), key=lambda m: m.step)]
+    assert len(curve) == 16 and np.all(np.diff(curve) >= 0)
+    assert curve[5] == run.data.metrics["test/cs5"]
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "figures", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/cs_curve.png"]
+    ckpts = client.list_artifacts(run.info.run_id, "checkpoints")
+    assert len(ckpts) == 1 and ckpts[0].path.endswith(".ckpt")
+    # Artifacts live under <root>/mlruns, beside mlflow.db.
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").resolve().as_uri())
+    yaml_text = Path(client.download_artifacts(run.info.run_id, "config/config.yaml", str(tmp_path))).read_text()
+    assert "SMLFNet" in yaml_text
+
+
+def test_resume_continues_the_same_mlflow_run(tmp_path):
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1"])
+    first = train(cfg)
+    last = Path(first["best_model_path"]).parent / "last.ckpt"
+    assert last.is_file()
+    client = client_for(tmp_path)
+    run_id = only_run(client).info.run_id
+
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"])
+    train(cfg)
+    run = only_run(client)  # still one run
+    assert run.info.run_id == run_id
+    steps = [m.step for m in client.get_metric_history(run_id, "val/mae")]
+    assert len(steps) == 2 and len(set(steps)) == 2  # epoch 0 from the first process, epoch 1 from the resume
+    epochs = sorted(m.value for m in client.get_metric_history(run_id, "epoch"))
+    assert max(epochs) == 1
+    # The resumed training kept writing checkpoints next to the one it resumed from.
+    assert (last.parent / "epoch001.ckpt").is_file()
