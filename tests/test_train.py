@@ -83,7 +83,6 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     assert run.info.run_id == run_id
     steps = [m.step for m in client.get_metric_history(run_id, "val/mae")]
     assert len(steps) == 2 and len(set(steps)) == 2  # epoch 0 from the first process, epoch 1 from the resume
-    epochs = sorted(m.value for m in client.get_metric_history(run_id, "epoch"))
-    assert max(epochs) == 1
+    assert len(client.get_metric_history(run_id, "train/mae")) == 2  # no epoch lost or repeated
     # The resumed training kept writing checkpoints next to the one it resumed from.
     assert (last.parent / "epoch001.ckpt").is_file()
