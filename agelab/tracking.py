@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # stored in every checkpoint so a resume finds its run
+CONFIG_KEY = "agelab_config"  # the resolved config (YAML) the checkpoint was trained with
 
 
 def git_commit(path: str | Path = ".") -> str:

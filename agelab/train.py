@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agelab.callbacks import CheckpointRunId
 from agelab.cli import run_or_exit
 from agelab.errors import ConfigError
 from agelab.tracking import flatten_config
@@ -36,11 +37,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(cfg.module, model=model, head=head)
     logger = instantiate(cfg.logger, resume_from=cfg.ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    for callback in callbacks:
+        if isinstance(callback, CheckpointRunId):
+            callback.config_yaml = config_yaml
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     if not cfg.ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)
         logger.log_hyperparams(flatten_config(cfg))
-        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = _scalars(trainer.callback_metrics)
     trainer.test(module, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)

@@ -69,6 +69,13 @@ def test_tiny_training_beats_mean_baseline_and_is_tracked(tmp_path):
     yaml_text = Path(client.download_artifacts(run.info.run_id, "config/config.yaml", str(tmp_path))).read_text()
     assert "SMLFNet" in yaml_text
 
+    # The checkpoint alone rebuilds the trained model.
+    from agelab.checkpoint import load_module
+    module, stored_cfg = load_module(metrics["best_model_path"])
+    assert stored_cfg.data.batch_size == 32
+    ages = module(torch.zeros(2, 3, 64, 64))["age"]
+    assert ages.shape == (2,) and torch.all((ages >= 0) & (ages <= 100))
+
 
 def test_resume_continues_the_same_mlflow_run(tmp_path):
     cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1"])

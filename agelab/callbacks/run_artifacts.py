@@ -5,16 +5,22 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from agelab.callbacks.mlflow_utils import mlflow_run
-from agelab.tracking import RUN_ID_KEY
+from agelab.tracking import CONFIG_KEY, RUN_ID_KEY
 
 
 class CheckpointRunId(pl.Callback):
-    """Stores the MLflow run id in each checkpoint, so ``ckpt_path=...`` resumes the same run."""
+    """Stores the MLflow run id (so ``ckpt_path=...`` resumes the same run) and the resolved config
+    (so eval/export/predict rebuild the model from the checkpoint alone) in each checkpoint."""
+
+    def __init__(self):
+        self.config_yaml: str | None = None  # set by train()
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         _, run_id = mlflow_run(trainer)
         if run_id:
             checkpoint[RUN_ID_KEY] = run_id
+        if self.config_yaml:
+            checkpoint[CONFIG_KEY] = self.config_yaml
 
 
 class BestCheckpointArtifact(pl.Callback):

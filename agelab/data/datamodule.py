@@ -34,9 +34,12 @@ class FaceDataset(Dataset):
 class FaceDataModule(pl.LightningDataModule):
     def __init__(self, source, train_transform: Callable, eval_transform: Callable, batch_size: int = 64,
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False, max_age: int = 100):
+                 persistent_workers: bool = False, max_age: int = 100, root: str | None = None,
+                 fold: int | None = None):
         super().__init__()
-        self.max_age = max_age  # oldest label of this data; age heads size their outputs from it
+        # Facts about the data that other config nodes interpolate: the oldest label (age heads size
+        # their outputs from it), the dataset folder and the test fold (the source reads them).
+        self.max_age, self.root, self.fold = max_age, root, fold
         for name, value in {"data.batch_size": batch_size, "data.eval_batch_size": eval_batch_size or batch_size}.items():
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,36 @@
+"""Rebuilding a trained model from its checkpoint alone (safe loading: tensors and plain types only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agelab.errors import ConfigError
+from agelab.module import AgeModule
+from agelab.tracking import CONFIG_KEY
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not a safe checkpoint
+        raise ConfigError(f"{path}: not a loadable agelab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
+    """(AgeModule in eval mode with the trained weights, the config it was trained with)."""
+    checkpoint = read_checkpoint(path)
+    if CONFIG_KEY not in checkpoint:
+        raise ConfigError(f"{path}: checkpoint has no stored config (was it written by agelab.train?)")
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    model = instantiate(cfg.model)
+    head = instantiate(cfg.head, in_features=model.out_features)
+    module = AgeModule(model=model, head=head, optimizer=None, channels_last=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval(), cfg
