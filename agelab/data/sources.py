@@ -26,8 +26,8 @@ class SynthSource:
 
     def __init__(self, train_size: int, val_size: int, test_size: int, image_size: int = 128, seed: int = 0,
                  label_noise: float = 1.5, cache_dir: str | Path = "data/cache"):
-        sizes = {"data.train_size": train_size, "data.val_size": val_size, "data.test_size": test_size,
-                 "data.image_size": image_size}
+        sizes = {"data.source.train_size": train_size, "data.source.val_size": val_size, "data.source.test_size": test_size,
+                 "data.source.image_size": image_size}
         for name, value in sizes.items():
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,39 @@
+"""Bad config values stop the command with one clear line, not a traceback through Lightning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_train(tmp_path, *overrides):
+    return subprocess.run([sys.executable, "-m", "agelab.train", f"paths.root_dir={tmp_path}", *overrides],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=-1", "error: data.batch_size must be a positive integer, got -1"),
+    ("data.source.train_size=0", "error: data.source.train_size must be a positive integer, got 0"),
+    ("model.input_size=100", "error: model.input_size must be a positive multiple of 16, got 100"),
+    ("ckpt_path=/no/such/last.ckpt", "error: ckpt_path: no checkpoint at /no/such/last.ckpt"),
+])
+def test_bad_values_fail_fast_with_one_line(tmp_path, override, message):
+    result = run_train(tmp_path, override)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [message]
+    assert not (tmp_path / "data").exists()  # failed before generating or training anything
+
+
+def test_unknown_model_name_lists_the_known_ones(tmp_path):
+    result = run_train(tmp_path, "model=nope")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out
+    assert "Could not find 'model/nope'" in out and "smlf_small" in out
