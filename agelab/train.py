@@ -7,6 +7,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -35,6 +36,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = instantiate(cfg.model)
     head = instantiate(cfg.head, in_features=model.out_features)
     module = instantiate(cfg.module, model=model, head=head)
+    if cfg.get("compile"):
+        module.model = torch.compile(module.model)
     logger = instantiate(cfg.logger, resume_from=cfg.ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from agelab.errors import ConfigError
 
@@ -31,11 +31,26 @@ class FaceDataset(Dataset):
         return {"image": self.transform(image=image)["image"], "age": self.ages[i], "group": self.groups[i]}
 
 
+class FaceBatchDataset(FaceDataset):
+    """Whole uint8 batches from one gather on the (memory-mapped) array; indexed by a list of rows.
+
+    For ``augment_on=device``: the loader does no per-image work, the device augments the batch.
+    """
+
+    def __getitem__(self, positions):
+        positions = np.sort(np.asarray(positions))  # sequential reads from the memory map
+        rows = self.index[positions]
+        images = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+        return {"image": images, "age": torch.from_numpy(self.ages[positions]),
+                "group": torch.from_numpy(self.groups[positions])}
+
+
 class FaceDataModule(pl.LightningDataModule):
     def __init__(self, source, train_transform: Callable, eval_transform: Callable, batch_size: int = 64,
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, max_age: int = 100, root: str | None = None,
-                 fold: int | None = None):
+                 fold: int | None = None, augment_on: str = "cpu", device_train_transform: Callable | None = None,
+                 device_eval_transform: Callable | None = None):
         super().__init__()
         # Facts about the data that other config nodes interpolate: the oldest label (age heads size
         # their outputs from it), the dataset folder and the test fold (the source reads them).
@@ -45,7 +60,13 @@ class FaceDataModule(pl.LightningDataModule):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        if augment_on not in ("cpu", "device"):
+            raise ConfigError(f"data.augment_on must be 'cpu' or 'device', got {augment_on!r}")
+        if augment_on == "device" and (device_train_transform is None or device_eval_transform is None):
+            raise ConfigError("data.augment_on=device needs data.device_train_transform and data.device_eval_transform")
         self.source = source
+        self.augment_on = augment_on
+        self.device_transforms = {"train": device_train_transform, "eval": device_eval_transform}
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.loader_args = {"num_workers": num_workers, "pin_memory": pin_memory,
@@ -61,13 +82,26 @@ class FaceDataModule(pl.LightningDataModule):
             if len(part) == 0:
                 raise ConfigError(f"the {split} split of the data is empty")
             transform = self.train_transform if split == "train" else self.eval_transform
-            self.datasets[split] = FaceDataset(images, part, transform)
+            dataset_cls = FaceBatchDataset if self.augment_on == "device" else FaceDataset
+            self.datasets[split] = dataset_cls(images, part, transform)
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size,
-                          shuffle=train, drop_last=train and len(self.datasets[split]) > self.batch_size,
-                          **self.loader_args)
+        dataset = self.datasets[split]
+        batch_size = self.batch_size if train else self.eval_batch_size
+        drop_last = train and len(dataset) > batch_size
+        if self.augment_on == "device":
+            sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+            return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None,
+                              **self.loader_args)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, **self.loader_args)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """With ``augment_on=device``: augment (train) or crop (eval) the uint8 batch on the device."""
+        if self.augment_on == "device":
+            training = self.trainer is not None and self.trainer.training
+            batch["image"] = self.device_transforms["train" if training else "eval"](batch["image"])
+        return batch
 
     def train_dataloader(self):
         return self._loader("train")
