@@ -1,0 +1,135 @@
+"""What every dataset reader returns, and the small checks they share.
+
+A reader turns a dataset's raw on-disk labels into a records table, one row per face image:
+
+- ``path``: absolute path of the image (as a str); readers only check that the file exists.
+- ``age``: float years, NaN where the dataset gives only a group.
+- ``group``: int 0..7 (agelab.groups), -1 when unknown.
+- ``subject``: str identity; rows of one person share it. Where a dataset has no identities,
+  each image is its own subject.
+- extras where the format has them: ``gender`` ('m'/'f'/NaN), ``race``, ``fold``, ``split``,
+  ``apparent_age``, ``apparent_std``, ``real_age``, ``face_score``, ``box_x1..box_y2``, ``source``.
+
+Rows a reader cannot use are dropped and counted by reason in ``ReadResult.dropped``, never
+skipped silently. A missing dataset folder or label file raises DataError.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agelab.errors import DataError
+from agelab.groups import GROUP_NAMES, NUM_GROUPS, age_to_group
+
+BASE_COLUMNS = ["path", "age", "group", "subject"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class ReadResult:
+    """Records read from one dataset, plus what was dropped (reason -> count) and how labels were mapped."""
+
+    records: pd.DataFrame
+    dropped: Counter = field(default_factory=Counter)
+    mapped: Counter = field(default_factory=Counter)
+    name: str = ""
+    root: str = ""
+
+    def counts(self) -> dict:
+        """Flat counts, ready to log: kept, dropped, dropped/<reason>, mapped/<rule>."""
+        out = {"kept": len(self.records), "dropped": int(sum(self.dropped.values()))}
+        out.update({f"dropped/{reason}": int(n) for reason, n in sorted(self.dropped.items())})
+        out.update({f"mapped/{rule}": int(n) for rule, n in sorted(self.mapped.items())})
+        return out
+
+    def report(self) -> str:
+        """A few readable lines: kept, dropped by reason, mapping rules used, faces per group."""
+        kept, lost = len(self.records), sum(self.dropped.values())
+        lines = [f"{self.name or 'dataset'}: kept {kept} of {kept + lost} rows from {self.root}"]
+        if lost:
+            lines.append(f"  dropped {lost}:")
+            lines += [f"    {reason:<20} {n}" for reason, n in self.dropped.most_common()]
+        if self.mapped:
+            lines.append("  label mapping:")
+            lines += [f"    {rule:<20} {n}" for rule, n in self.mapped.most_common()]
+        if kept:
+            ages = self.records["age"].dropna()
+            if len(ages):
+                lines.append(f"  ages {ages.min():g}-{ages.max():g}, mean {ages.mean():.1f} ({len(ages)} with an age)")
+            groups = self.records["group"].value_counts()
+            per_group = ", ".join(f"{GROUP_NAMES[g]}: {groups.get(g, 0)}" for g in range(NUM_GROUPS))
+            lines.append(f"  per group: {per_group}" + (f", unknown: {groups[-1]}" if -1 in groups else ""))
+            lines.append(f"  subjects: {self.records['subject'].nunique()}")
+        return "\n".join(lines)
+
+
+def require_dir(root, name: str) -> Path:
+    """The dataset folder as an absolute Path, or DataError naming it."""
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(f"{name}: dataset folder {path} does not exist")
+    return path
+
+
+def require_file(path: Path, name: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{name}: expected label file {path.name} in {path.parent} (not found)")
+    return path
+
+
+def read_csv_text(path: Path, name: str) -> pd.DataFrame:
+    """A CSV as a table of stripped str cells (empty cells are ''), or DataError naming the file."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table.apply(lambda column: column.str.strip()) if len(table.columns) else table
+
+
+def groups_of(ages) -> np.ndarray:
+    """age_to_group with -1 where the age is unknown."""
+    ages = np.asarray(ages, dtype=np.float64)
+    groups = np.full(ages.shape, -1, dtype=np.int64)
+    known = np.isfinite(ages)
+    if known.any():
+        groups[known] = age_to_group(ages[known])
+    return groups
+
+
+def first_existing(*candidates: Path) -> str | None:
+    """The first candidate that is a file, as a str; None when none is."""
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def finish(records: pd.DataFrame, dropped: Counter, name: str, root, mapped: Counter | None = None) -> ReadResult:
+    """Standard column order and dtypes, a fresh 0..N-1 index, and the ReadResult around it."""
+    records = records.reset_index(drop=True)
+    records["path"] = records["path"].astype(str)
+    records["age"] = pd.to_numeric(records["age"], errors="coerce").astype(np.float64)
+    records["group"] = records["group"].astype(np.int64)
+    records["subject"] = records["subject"].astype(str)
+    if "gender" in records:
+        records["gender"] = records["gender"].astype(object).where(records["gender"].isin(["m", "f"]), np.nan)
+    others = [c for c in records.columns if c not in BASE_COLUMNS]
+    records = records[BASE_COLUMNS + others]
+    # Keep only reasons that happened, so counts() lists what matters.
+    dropped = Counter({k: int(v) for k, v in dropped.items() if v})
+    mapped = Counter({k: int(v) for k, v in (mapped or {}).items() if v})
+    return ReadResult(records=records, dropped=dropped, mapped=mapped, name=name, root=str(root))
+
+
+def empty_records(extra: list[str] = ()) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in [*BASE_COLUMNS, *extra]})

@@ -1,0 +1,36 @@
+"""FG-NET: labels in the file names, ``078A11.JPG`` = subject 078 at age 11.
+
+Images lie in ``root/images`` when that folder exists, else directly in ``root``. A letter after the
+age (``001A02a.JPG``) marks another photo at the same age. Image files whose name does not follow
+the pattern are dropped as ``bad_filename``; other files (e.g. ``.pts`` landmarks) are ignored.
+Columns: path, age, group, subject (the 3-digit id as text).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pandas as pd
+
+from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, require_dir
+from agelab.errors import DataError
+
+_NAME = re.compile(r"^(\d{3})[aA](\d{2})[a-zA-Z]?$")
+
+
+def read_fgnet(root) -> ReadResult:
+    root = require_dir(root, "fgnet")
+    folder = root / "images" if (root / "images").is_dir() else root
+    dropped, rows = Counter(), []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and is_image(p)):
+        match = _NAME.match(path.stem)
+        if not match:
+            dropped["bad_filename"] += 1
+            continue
+        rows.append({"path": str(path), "age": float(match[2]), "subject": match[1]})
+    if not rows and not dropped:
+        raise DataError(f"fgnet: expected images named like 078A11.JPG in {folder} (none found)")
+    records = pd.DataFrame(rows, columns=["path", "age", "subject"])
+    records.insert(2, "group", groups_of(records["age"]))
+    return finish(records, dropped, "fgnet", folder)

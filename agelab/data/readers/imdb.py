@@ -1,0 +1,212 @@
+"""IMDB-WIKI: ``imdb.mat`` / ``wiki.mat`` label structs plus, optionally, extra labelled folders.
+
+Each .mat file holds a 1x1 struct (``imdb`` or ``wiki``) whose fields are 1xN arrays: ``dob``
+(Matlab datenum), ``photo_taken`` (year), ``full_path`` (cell of str, relative to the image
+folder), ``gender`` (0 f, 1 m, NaN), ``name``, ``face_location`` (cell of [x1 y1 x2 y2]),
+``face_score`` (-Inf = no face), ``second_face_score`` (NaN = none), and for imdb ``celeb_id`` /
+``celeb_names``.
+
+Images: by default the face-crop release, ``<root>/imdb_crop/<full_path>`` (or
+``wiki_crop``), or directly ``<root>/<full_path>`` when root is that folder itself (the crop tars
+unpack with the .mat inside). face_location is given in the pixels of the original photo, so for
+crops it is kept only as ``location_x1..location_y2`` and the face is left to the detector. With
+``full_images=True`` the images are the original photos, ``<root>/imdb/<full_path>`` (or ``wiki``)
+or ``<root>/<full_path>``, and face_location becomes the face box ``box_x1..box_y2``.
+
+Age: the photo is taken as shot on 1 July of ``photo_taken``, so age = photo_taken - birth year,
+minus one when the birthday falls after 1 July. The birth date comes from the datenum as
+``datetime.fromordinal(int(dob)) + timedelta(days=dob % 1) - timedelta(days=366)`` (done in numpy).
+
+Cleaning, each dropped row counted once under the first rule it fails, in this order:
+``no_face`` (face_score -Inf or NaN), ``low_face_score`` (< min_face_score), ``second_face``
+(a second face found, unless allow_second_face), ``bad_dob`` (no usable birth date or photo year),
+``age_out_of_range`` (outside min_age..max_age), ``missing_file``.
+
+``subject`` is ``imdb:<celeb_id>`` for imdb and ``wiki:<name>`` for wiki (the image path where the
+name is empty). ``source`` says which file a row came from.
+
+``extra_dirs``: more faces (e.g. an Asian set) to merge in, each a CSV file or a folder holding
+``labels.csv``, in the agelab.data.readers.table format (path, age[, subject, gender]); their rows
+get ``source`` = the folder or file name and obey the same age range; their drop counts are added.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.io
+
+from agelab.data.readers.base import ReadResult, finish, groups_of, require_dir, require_file
+from agelab.data.readers.table import read_table
+from agelab.errors import ConfigError, DataError
+
+SOURCES = ("imdb", "wiki")
+# Matlab datenum of 1970-01-01; datenums outside [1 Jan year 1, 1 Jan 10000) are unusable.
+_EPOCH_DATENUM = 719529
+_MIN_DATENUM, _MAX_DATENUM = 367, 3652060
+
+
+def datenum_to_date(dob) -> np.ndarray:
+    """Matlab datenums -> numpy datetime64[D]; NaT where the datenum is not a usable date."""
+    dob = np.asarray(dob, dtype=np.float64)
+    ok = np.isfinite(dob) & (dob >= _MIN_DATENUM) & (dob < _MAX_DATENUM)
+    days = np.where(ok, np.floor(np.where(ok, dob, _EPOCH_DATENUM)) - _EPOCH_DATENUM, 0).astype(np.int64)
+    dates = np.datetime64("1970-01-01", "D") + days.astype("timedelta64[D]")
+    return np.where(ok, dates, np.datetime64("NaT"))
+
+
+def age_at_photo(dob, photo_taken) -> np.ndarray:
+    """Age on 1 July of the photo year; NaN where the birth date or the year is unusable."""
+    dates = datenum_to_date(dob)
+    taken = np.asarray(photo_taken, dtype=np.float64)
+    years, months = dates.astype("datetime64[Y]"), dates.astype("datetime64[M]")
+    year = years.astype(np.int64) + 1970
+    month = (months - years.astype("datetime64[M]")).astype(np.int64) + 1
+    day = (dates - months.astype("datetime64[D]")).astype(np.int64) + 1
+    after_july_first = (month > 7) | ((month == 7) & (day > 1))
+    with np.errstate(invalid="ignore"):
+        age = taken - year - after_july_first
+    return np.where(np.isnat(dates) | ~np.isfinite(taken), np.nan, age)
+
+
+def _struct(mat_path: Path, key: str):
+    try:
+        mat = scipy.io.loadmat(mat_path)
+    except Exception as exc:  # scipy raises several kinds for a broken file
+        raise DataError(f"imdb: cannot read {mat_path}: {exc}") from None
+    if key not in mat or mat[key].dtype.names is None:
+        raise DataError(f"imdb: {mat_path} has no struct named '{key}'")
+    return mat[key].reshape(-1)[0]
+
+
+def _field(struct, name: str, mat_path: Path, required: bool = True):
+    if name not in struct.dtype.names:
+        if required:
+            raise DataError(f"imdb: {mat_path} struct has no field '{name}'")
+        return None
+    return np.asarray(struct[name]).reshape(-1)
+
+
+def _cell_str(cell) -> str:
+    """A Matlab cell holding a string -> str ('' for an empty cell)."""
+    while isinstance(cell, np.ndarray):
+        if cell.size == 0:
+            return ""
+        cell = cell.reshape(-1)[0]
+    return str(cell).strip()
+
+
+def _boxes(cells, n: int) -> np.ndarray:
+    boxes = np.full((n, 4), np.nan)
+    if cells is None:
+        return boxes
+    for i, cell in enumerate(cells):
+        values = np.asarray(cell, dtype=np.float64).reshape(-1)
+        if values.size == 4:
+            boxes[i] = values
+    return boxes
+
+
+def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: bool, min_age: float,
+             max_age: float, full_images: bool = False) -> tuple[pd.DataFrame, Counter]:
+    """Records and drop counts of one .mat file."""
+    mat_path = require_file(root / f"{source}.mat", "imdb")
+    struct = _struct(mat_path, source)
+    full_path = [_cell_str(c) for c in _field(struct, "full_path", mat_path)]
+    n = len(full_path)
+    numbers = {}
+    for name in ("dob", "photo_taken", "face_score", "second_face_score", "gender"):
+        values = _field(struct, name, mat_path, required=name in ("dob", "photo_taken", "face_score"))
+        values = np.full(n, np.nan) if values is None else values.astype(np.float64)
+        if len(values) != n:
+            raise DataError(f"imdb: {mat_path} field '{name}' has {len(values)} entries, full_path has {n}")
+        numbers[name] = values
+    names_cells = _field(struct, "name", mat_path, required=False)
+    names = [""] * n if names_cells is None else [_cell_str(c) for c in names_cells]
+    celeb_id = _field(struct, "celeb_id", mat_path, required=False)
+    boxes = _boxes(_field(struct, "face_location", mat_path, required=False), n)
+
+    score, second = numbers["face_score"], numbers["second_face_score"]
+    age = age_at_photo(numbers["dob"], numbers["photo_taken"])
+    no_face = ~np.isfinite(score)
+    low = ~no_face & (score < min_face_score)
+    has_second = ~no_face & ~low & ~np.isnan(second) & (not allow_second_face)
+    bad_dob = ~no_face & ~low & ~has_second & np.isnan(age)
+    out_of_range = ~no_face & ~low & ~has_second & ~bad_dob & ((age < min_age) | (age > max_age))
+    dropped = Counter(no_face=int(no_face.sum()), low_face_score=int(low.sum()), second_face=int(has_second.sum()),
+                      bad_dob=int(bad_dob.sum()), age_out_of_range=int(out_of_range.sum()))
+    keep = ~(no_face | low | has_second | bad_dob | out_of_range)
+
+    # Plain os.path on str: this loop runs over every kept face (~200k in the full release).
+    bases = (os.path.join(str(root), source if full_images else f"{source}_crop"), str(root))
+    paths = np.array([""] * n, dtype=object)
+    for i in np.flatnonzero(keep):
+        for base in bases if full_path[i] else ():
+            candidate = os.path.join(base, full_path[i])
+            if os.path.isfile(candidate):
+                paths[i] = candidate
+                break
+    missing = keep & (paths == "")
+    dropped["missing_file"] = int(missing.sum())
+    keep &= ~missing
+
+    if source == "imdb" and celeb_id is not None and len(celeb_id) == n:
+        subjects = [f"imdb:{int(c)}" if np.isfinite(c) else "" for c in celeb_id.astype(np.float64)]
+    else:
+        subjects = [f"{source}:{name}" if name else "" for name in names]
+    subjects = [s or p for s, p in zip(subjects, paths)]
+    gender = np.where(numbers["gender"] == 1, "m", np.where(numbers["gender"] == 0, "f", None))
+    records = pd.DataFrame({
+        "path": paths, "age": age, "group": groups_of(age), "subject": subjects, "gender": gender,
+        "name": names, "face_score": score, "second_face_score": second,
+        "location_x1": boxes[:, 0], "location_y1": boxes[:, 1], "location_x2": boxes[:, 2],
+        "location_y2": boxes[:, 3], "source": source,
+    })
+    if full_images:
+        for i, corner in enumerate(("x1", "y1", "x2", "y2")):
+            records[f"box_{corner}"] = boxes[:, i]
+    records = records[keep]
+    return records, dropped
+
+
+def read_extra(entry, min_age: float, max_age: float) -> tuple[pd.DataFrame, Counter]:
+    """One extra labelled set: a CSV file or a folder holding labels.csv."""
+    entry = Path(entry).expanduser()
+    if entry.is_dir():
+        result, source = read_table(entry, "labels.csv", name="imdb extra"), entry.name
+    elif entry.suffix.lower() == ".csv":
+        result, source = read_table(entry.parent, entry.name, name="imdb extra"), entry.stem
+    else:
+        raise DataError(f"imdb: extra set {entry} is neither a folder with labels.csv nor a .csv file")
+    records, dropped = result.records, Counter(result.dropped)
+    out_of_range = records["age"].notna() & ~records["age"].between(min_age, max_age)
+    dropped["age_out_of_range"] += int(out_of_range.sum())
+    records = records[~out_of_range].copy()
+    records["source"] = source
+    return records, dropped
+
+
+def read_imdb(root, sources=SOURCES, min_face_score: float = 1.0, allow_second_face: bool = False,
+              min_age: float = 0, max_age: float = 100, extra_dirs=(), full_images: bool = False) -> ReadResult:
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown or not (sources or extra_dirs):
+        raise ConfigError(f"imdb sources must be a list from {list(SOURCES)}, got {sources!r}")
+    if min_age > max_age:
+        raise ConfigError(f"imdb min_age ({min_age}) is above max_age ({max_age})")
+    root = require_dir(root, "imdb")
+    parts, dropped = [], Counter()
+    for source in sources:
+        records, counts = read_mat(root, source, min_face_score, allow_second_face, min_age, max_age, full_images)
+        parts.append(records)
+        dropped.update(counts)
+    for entry in [extra_dirs] if isinstance(extra_dirs, str) else list(extra_dirs):
+        records, counts = read_extra(entry, min_age, max_age)
+        parts.append(records)
+        dropped.update(counts)
+    records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return finish(records, dropped, "imdb", root)

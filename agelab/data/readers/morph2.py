@@ -1,0 +1,82 @@
+"""MORPH II (academic release): one CSV of labels plus the image albums.
+
+CSV columns: ``id_num, picture_num, dob, doa, race, gender, facial_hair, age, age_diff, glasses,
+photo``, where ``photo`` is the image path relative to the dataset folder (e.g.
+``Album2/070081_2F36.JPG``). With ``csv_name=None`` the first ``*.csv`` in ``root`` (then in its
+sub-folders) that has these columns is used.
+
+An image is looked for at ``<root>/<photo>``, then ``<csv folder>/<photo>``, then by its bare file
+name directly under either folder. Drops: ``bad_row`` (no id_num or photo), ``bad_age`` (age not a
+number in 0..120), ``missing_file``.
+
+Columns: path, age, group, subject (= id_num), gender ('m'/'f' from M/F), race (as in the file:
+B, W, A, H, O), and the file's picture_num, dob, doa, facial_hair, age_diff, glasses, photo.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agelab.data.readers.base import (
+    ReadResult, finish, first_existing, groups_of, read_csv_text, require_dir, require_file,
+)
+from agelab.errors import DataError
+
+COLUMNS = ["id_num", "picture_num", "dob", "doa", "race", "gender", "facial_hair", "age", "age_diff", "glasses",
+           "photo"]
+REQUIRED = {"id_num", "age", "photo"}
+
+
+def _header(path: Path) -> set[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return {c.strip() for c in f.readline().split(",")}
+    except OSError:
+        return set()
+
+
+def find_csv(root: Path) -> Path:
+    candidates = sorted(root.glob("*.csv")) + sorted(p for p in root.rglob("*.csv") if p.parent != root)
+    for path in candidates:
+        if REQUIRED <= _header(path):
+            return path
+    raise DataError(f"morph2: expected a label CSV with columns {', '.join(COLUMNS)} in {root} (none found)")
+
+
+def read_morph2(root, csv_name: str | None = None) -> ReadResult:
+    root = require_dir(root, "morph2")
+    csv_path = find_csv(root) if csv_name is None else require_file(root / csv_name, "morph2")
+    table = read_csv_text(csv_path, "morph2")
+    missing = REQUIRED - set(table.columns)
+    if missing:
+        raise DataError(f"morph2: {csv_path} lacks columns {sorted(missing)}")
+
+    dropped = Counter()
+    bad_row = (table["id_num"] == "") | (table["photo"] == "")
+    ages = pd.to_numeric(table["age"], errors="coerce")
+    bad_age = ~bad_row & ~ages.between(0, 120)
+    dropped["bad_row"], dropped["bad_age"] = int(bad_row.sum()), int(bad_age.sum())
+    keep = ~bad_row & ~bad_age
+
+    def locate(photo: str):
+        name = Path(photo).name
+        return first_existing(root / photo, csv_path.parent / photo, root / name, csv_path.parent / name)
+
+    paths = table["photo"].where(keep, "").map(lambda p: locate(p) if p else None)
+    missing_file = keep & paths.isna()
+    dropped["missing_file"] = int(missing_file.sum())
+    keep &= ~missing_file
+
+    records = table[keep].copy()
+    records["path"] = paths[keep]
+    records["age"] = ages[keep]
+    records["group"] = groups_of(records["age"])
+    records["subject"] = records["id_num"]
+    if "gender" in records:
+        records["gender"] = records["gender"].str.lower().where(records["gender"].str.lower().isin(["m", "f"]), np.nan)
+    records = records.drop(columns=["id_num"])
+    return finish(records, dropped, "morph2", csv_path)

@@ -1,0 +1,88 @@
+"""Any labelled image list as a CSV: the door for private data.
+
+Columns: ``path`` (relative to the CSV's folder, or absolute) and ``age`` and/or ``group``;
+optional ``subject`` and ``gender``; any other column is kept as it is.
+
+Rules, in the order they are applied (each dropped row counted once, under its first reason):
+- ``bad_age``: the age is not a number, negative or above 120 (NaN ages are allowed only where a
+  valid group is given; without an ``age`` column every row needs a group).
+- ``bad_group``: a group that is not an integer 0..7 (an empty group is fine where the age is valid).
+- ``duplicate``: the same image path again (the first row is kept).
+- ``missing_file``: the image does not exist.
+
+``group`` is taken from the file where given, else from the age (agelab.groups.age_to_group).
+``subject`` defaults to the image path (each image its own subject). ``gender`` accepts
+m/f/male/female (any case); anything else becomes NaN.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agelab.data.readers.base import ReadResult, finish, groups_of, read_csv_text, require_dir, require_file
+from agelab.errors import DataError
+from agelab.groups import NUM_GROUPS
+
+MAX_AGE = 120
+_GENDERS = {"m": "m", "male": "m", "man": "m", "f": "f", "female": "f", "woman": "f"}
+
+
+def read_table(root, file: str = "labels.csv", name: str = "table") -> ReadResult:
+    folder = require_dir(root, name)
+    csv_path = require_file(folder / file, name)
+    table = read_csv_text(csv_path, name)
+    if "path" not in table or not ({"age", "group"} & set(table.columns)):
+        raise DataError(f"{name}: {csv_path} needs a 'path' column and an 'age' or 'group' column, "
+                        f"found {list(table.columns)}")
+    return parse_table(table, csv_path.parent, name=name, root=csv_path)
+
+
+def parse_table(table: pd.DataFrame, base: Path, name: str, root) -> ReadResult:
+    """Apply the rules above to a table of str cells whose relative paths start at ``base``."""
+    dropped = Counter()
+    n = len(table)
+    age_text = table["age"].str.strip() if "age" in table else pd.Series([""] * n, index=table.index)
+    # An empty or NaN-like age cell means "no age" (allowed where a group is given).
+    age_text = age_text.where(~age_text.str.lower().isin(["nan", "none", "na", "n/a"]), "")
+    ages = pd.to_numeric(age_text, errors="coerce")
+    group_text = table["group"].str.strip() if "group" in table else pd.Series([""] * n, index=table.index)
+    group_num = pd.to_numeric(group_text, errors="coerce")
+
+    has_group = group_text != ""
+    valid_group = has_group & group_num.isin(range(NUM_GROUPS))
+    valid_age = ages.between(0, MAX_AGE)
+    # An age cell that says something unusable is bad even when a group is given.
+    bad_age = (age_text != "") & ~valid_age
+    bad_age |= (age_text == "") & ~has_group
+    bad_group = ~bad_age & has_group & ~valid_group
+    dropped["bad_age"] += int(bad_age.sum())
+    dropped["bad_group"] += int(bad_group.sum())
+    keep = ~bad_age & ~bad_group
+
+    paths = table["path"].str.strip().map(lambda p: os.path.normpath(os.path.join(base, p)) if p else "")
+    # A later good row must not be counted as a duplicate of an earlier dropped one.
+    duplicate = keep & paths.where(keep).duplicated(keep="first") & paths.ne("")
+    dropped["duplicate"] += int(duplicate.sum())
+    keep &= ~duplicate
+    exists = paths.map(lambda p: bool(p) and os.path.isfile(p))
+    dropped["missing_file"] += int((keep & ~exists).sum())
+    keep &= exists
+
+    records = table[keep].copy()
+    records["path"] = paths[keep]
+    records["age"] = ages[keep].where(valid_age[keep], np.nan)
+    from_age = groups_of(records["age"])
+    records["group"] = np.where(valid_group[keep], group_num[keep].fillna(-1), from_age).astype(np.int64)
+    if "subject" in records:
+        subject = records["subject"].str.strip()
+        records["subject"] = subject.where(subject != "", records["path"])
+    else:
+        records["subject"] = records["path"]
+    if "gender" in records:
+        records["gender"] = records["gender"].str.strip().str.lower().map(_GENDERS)
+    return finish(records, dropped, name, root)

@@ -1,0 +1,188 @@
+"""IMDB-WIKI label structs written with scipy.io.savemat in the released layout (1x1 struct of 1xN fields)."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from agelab.data.readers import read_imdb
+from agelab.data.readers.imdb import age_at_photo, datenum_to_date
+from agelab.errors import ConfigError, DataError
+
+NAN, INF = float("nan"), float("inf")
+
+
+def datenum(day: date, fraction: float = 0.0) -> float:
+    """Matlab datenum of a date (datenum 1 is 0000-01-01)."""
+    return day.toordinal() + 366 + fraction
+
+
+def cell(items) -> np.ndarray:
+    """A 1xN Matlab cell array."""
+    out = np.empty((1, len(items)), dtype=object)
+    for i, item in enumerate(items):
+        out[0, i] = item
+    return out
+
+
+def write_mat(path: Path, key: str, rows: list[dict], celeb: bool):
+    fields = {
+        "dob": np.array([[r["dob"] for r in rows]], dtype=np.float64),
+        "photo_taken": np.array([[r["taken"] for r in rows]], dtype=np.uint16),
+        "full_path": cell([r["path"] for r in rows]),
+        "gender": np.array([[r.get("gender", NAN) for r in rows]]),
+        "name": cell([r.get("name", "") for r in rows]),
+        "face_location": cell([np.array([r.get("box", [1, 1, 1, 1])], dtype=np.float64) for r in rows]),
+        "face_score": np.array([[r.get("score", 3.0) for r in rows]]),
+        "second_face_score": np.array([[r.get("second", NAN) for r in rows]]),
+    }
+    if celeb:
+        fields["celeb_names"] = cell(["Fred Astaire", "Lauren Bacall"])
+        fields["celeb_id"] = np.array([[r.get("celeb", 1) for r in rows]], dtype=np.uint16)
+    scipy.io.savemat(path, {key: fields})
+
+
+IMDB_ROWS = [
+    dict(path="01/nm0000001_rm1_1980-3-15_2010.jpg", dob=datenum(date(1980, 3, 15)), taken=2010, gender=1,
+         name="Fred Astaire", box=[10.5, 20.0, 110.5, 140.0], score=4.2, celeb=1),         # 30
+    dict(path="01/nm0000001_rm2_1980-9-1_2010.jpg", dob=datenum(date(1980, 9, 1)), taken=2010, gender=1,
+         name="Fred Astaire", celeb=1),                                                   # 29: birthday after 1 July
+    dict(path="02/nm0000002_rm3_1975-7-1_2000.jpg", dob=datenum(date(1975, 7, 1), 0.75), taken=2000, gender=0,
+         name="Lauren Bacall", celeb=2),                                                  # 25: born on 1 July
+    dict(path="02/nm0000002_rm4.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, score=-INF, celeb=2),  # no_face
+    dict(path="02/nm0000002_rm5.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, score=0.5, celeb=2),   # low score
+    dict(path="02/nm0000002_rm6.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, second=2.5, celeb=2),  # second face
+    dict(path="02/nm0000002_rm7.jpg", dob=100.0, taken=2000, celeb=2),                                  # bad_dob
+    dict(path="02/nm0000002_rm8.jpg", dob=datenum(date(1890, 1, 1)), taken=2010, celeb=2),             # 120
+    dict(path="02/nm0000002_rm9.jpg", dob=datenum(date(1990, 1, 1)), taken=1985, celeb=2),             # -5
+    dict(path="03/nm0000003_missing.jpg", dob=datenum(date(1960, 1, 1)), taken=2000, celeb=2),         # no file
+    dict(path="nm0000002_rm10.jpg", dob=datenum(date(1950, 12, 31)), taken=2001, celeb=2),             # 50, in root
+]
+WIKI_ROWS = [
+    dict(path="17/10000217_1981-05-05_2009.jpg", dob=datenum(date(1981, 5, 5)), taken=2009, gender=0,
+         name="Alice Example"),                                                           # 28
+    dict(path="48/10000548_1925-04-04_1964.jpg", dob=datenum(date(1925, 4, 4)), taken=1964, gender=1),  # 39, no name
+    dict(path="12/100012_1948-07-03_2008.jpg", dob=datenum(date(1948, 7, 3)), taken=2008, score=-INF),  # no_face
+]
+
+
+def write_imdb_wiki(root: Path) -> Path:
+    write_mat(root / "imdb.mat", "imdb", IMDB_ROWS, celeb=True)
+    write_mat(root / "wiki.mat", "wiki", WIKI_ROWS, celeb=False)
+    for row in IMDB_ROWS[:-2] + WIKI_ROWS:
+        crop = "imdb_crop" if row in IMDB_ROWS else "wiki_crop"
+        (root / crop / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / crop / row["path"]).write_bytes(b"")
+    (root / IMDB_ROWS[-1]["path"]).write_bytes(b"")  # the last imdb face lies directly under root
+    return root
+
+
+@pytest.fixture
+def imdb_root(tmp_path):
+    return write_imdb_wiki(tmp_path)
+
+
+def test_fixture_has_the_released_layout(imdb_root):
+    struct = scipy.io.loadmat(imdb_root / "imdb.mat")["imdb"]
+    assert struct.shape == (1, 1)
+    fields = struct[0, 0]
+    assert fields["dob"].shape == (1, len(IMDB_ROWS))
+    assert fields["full_path"].dtype == object and fields["full_path"][0, 0][0] == IMDB_ROWS[0]["path"]
+    assert fields["face_location"][0, 0].shape == (1, 4)
+
+
+def test_datenum_conversion_matches_the_standard_formula():
+    values = [723671.0, 711600.5, 726000.99, 367.0, 700000.25, 738000.0]
+    expected = [(datetime.fromordinal(int(d)) + timedelta(days=d % 1) - timedelta(days=366)).date() for d in values]
+    assert [np.datetime64(d, "D") for d in expected] == list(datenum_to_date(values))
+    assert np.isnat(datenum_to_date([NAN, 100.0, 0.0])).all()
+    np.testing.assert_array_equal(
+        age_at_photo([datenum(date(2000, 7, 1)), datenum(date(2000, 7, 2)), datenum(date(2000, 1, 1)), NAN],
+                     [2010, 2010, 2010, 2010]),
+        [10, 9, 10, NAN])
+
+
+def test_cleaning_rules_and_ages(imdb_root):
+    result = read_imdb(imdb_root)
+    assert result.dropped == {"no_face": 2, "low_face_score": 1, "second_face": 1, "bad_dob": 1,
+                              "age_out_of_range": 2, "missing_file": 1}
+    records = result.records
+    assert records["age"].tolist() == [30, 29, 25, 50, 28, 39]
+    assert records["group"].tolist() == [4, 4, 4, 6, 4, 5]
+    assert records["source"].tolist() == ["imdb"] * 4 + ["wiki"] * 2
+    assert records["subject"].tolist()[:5] == ["imdb:1", "imdb:1", "imdb:2", "imdb:2", "wiki:Alice Example"]
+    assert records["subject"].iloc[5] == records["path"].iloc[5]  # no name: its own subject
+    assert records["gender"].tolist()[:3] == ["m", "m", "f"] and records["gender"].iloc[4] == "f"
+    assert math.isnan(records["gender"].iloc[3])
+    # Crops: face_location is in the original photo's pixels, so it is no face box here.
+    assert records.loc[0, ["location_x1", "location_y1", "location_x2", "location_y2"]].tolist() == [
+        10.5, 20.0, 110.5, 140.0]
+    assert "box_x1" not in records
+    assert records.loc[0, "face_score"] == 4.2
+    assert records["path"].iloc[0] == str(imdb_root / "imdb_crop" / IMDB_ROWS[0]["path"])
+    assert records["path"].iloc[3] == str(imdb_root / IMDB_ROWS[-1]["path"])
+    assert result.counts() == {"kept": 6, "dropped": 8, "dropped/age_out_of_range": 2, "dropped/bad_dob": 1,
+                               "dropped/low_face_score": 1, "dropped/missing_file": 1, "dropped/no_face": 2,
+                               "dropped/second_face": 1}
+
+
+def test_full_images_give_face_boxes(tmp_path):
+    write_mat(tmp_path / "imdb.mat", "imdb", IMDB_ROWS[:3], celeb=True)
+    for row in IMDB_ROWS[:3]:
+        (tmp_path / "imdb" / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imdb" / row["path"]).write_bytes(b"")
+    crops = read_imdb(tmp_path, sources=("imdb",))
+    assert crops.dropped == {"missing_file": 3}  # no imdb_crop folder
+    records = read_imdb(tmp_path, sources=("imdb",), full_images=True).records
+    assert records["path"].iloc[0] == str(tmp_path / "imdb" / IMDB_ROWS[0]["path"])
+    assert records.loc[0, ["box_x1", "box_y1", "box_x2", "box_y2"]].tolist() == [10.5, 20.0, 110.5, 140.0]
+    assert records.loc[1, ["box_x1", "box_y2"]].tolist() == [1.0, 1.0]
+
+
+def test_options(imdb_root):
+    relaxed = read_imdb(imdb_root, sources=("imdb",), min_face_score=0.0, allow_second_face=True, max_age=120)
+    assert relaxed.dropped == {"no_face": 1, "bad_dob": 1, "age_out_of_range": 1, "missing_file": 1}
+    assert relaxed.records["age"].tolist() == [30, 29, 25, 25, 25, 120, 50]
+    wiki = read_imdb(imdb_root, sources="wiki", min_age=30)
+    assert wiki.records["age"].tolist() == [39] and wiki.dropped == {"no_face": 1, "age_out_of_range": 1}
+
+
+def test_extra_dirs_are_appended(imdb_root, tmp_path_factory):
+    extra = tmp_path_factory.mktemp("asian")
+    (extra / "faces").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (extra / "faces" / name).write_bytes(b"")
+    (extra / "labels.csv").write_text(
+        "path,age,subject,gender\nfaces/a.jpg,23,p1,f\nfaces/b.jpg,130,p2,m\nfaces/c.jpg,101,p3,m\n"
+        "faces/d.jpg,40,p4,f\n")
+    other = tmp_path_factory.mktemp("other")
+    (other / "x.jpg").write_bytes(b"")
+    (other / "more.csv").write_text("path,age\nx.jpg,61\n")
+    result = read_imdb(imdb_root, sources=("wiki",), extra_dirs=[str(extra), str(other / "more.csv")])
+    records = result.records
+    assert records["source"].tolist() == ["wiki", "wiki", extra.name, "more"]
+    assert records["age"].tolist() == [28, 39, 23, 61]
+    assert records["subject"].iloc[2] == "p1" and records["gender"].iloc[2] == "f"
+    assert records["path"].iloc[2] == str(extra / "faces" / "a.jpg")
+    assert result.dropped == {"no_face": 1, "bad_age": 1, "age_out_of_range": 1, "missing_file": 1}
+
+
+def test_missing_files_and_bad_options(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_imdb(tmp_path / "nowhere")
+    write_mat(tmp_path / "wiki.mat", "wiki", WIKI_ROWS, celeb=False)
+    with pytest.raises(DataError, match=r"imdb\.mat") as info:
+        read_imdb(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    with pytest.raises(DataError, match="labels.csv"):
+        read_imdb(tmp_path, sources=("wiki",), extra_dirs=[str(tmp_path)])
+    with pytest.raises(ConfigError, match="sources"):
+        read_imdb(tmp_path, sources=("imdb", "flickr"))
+    scipy.io.savemat(tmp_path / "imdb.mat", {"other": np.zeros((1, 3))})
+    with pytest.raises(DataError, match="no struct named 'imdb'"):
+        read_imdb(tmp_path, sources=("imdb",))

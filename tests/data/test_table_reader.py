@@ -1,0 +1,54 @@
+"""The generic labels.csv reader (private data)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agelab.data.readers import read_table
+from agelab.errors import DataError
+
+
+def test_rules_and_counts(tmp_path):
+    (tmp_path / "img").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg", "h.jpg"):
+        (tmp_path / "img" / name).write_bytes(b"")
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(b"")
+    (tmp_path / "labels.csv").write_text(
+        "path,age,subject,group,gender,camera\n"
+        "img/a.jpg,23,anna,,F,phone\n"
+        "img/b.jpg,,bob,6,male,dslr\n"        # group only
+        "img/c.jpg,-3,carl,,m,\n"             # bad_age: negative
+        "img/d.jpg,121,dora,,f,\n"            # bad_age: above 120
+        "img/e.jpg,old,eve,,f,\n"             # bad_age: not a number
+        "img/f.jpg,NaN,,,x,\n"                # bad_age: no age and no group
+        "img/g.jpg,30,,9,,\n"                 # bad_group
+        "img/a.jpg,24,anna,,f,\n"             # duplicate of the first row
+        "img/zz.jpg,30,zed,,f,\n"             # missing_file
+        f"{outside},70.5,,,,\n"               # absolute path; no subject -> its own
+        "img/h.jpg,45,hal,5,,\n")             # the file's group wins
+    result = read_table(tmp_path)
+    assert result.dropped == {"bad_age": 4, "bad_group": 1, "duplicate": 1, "missing_file": 1}
+    records = result.records
+    assert records["path"].tolist() == [str(tmp_path / "img" / "a.jpg"), str(tmp_path / "img" / "b.jpg"),
+                                        str(outside), str(tmp_path / "img" / "h.jpg")]
+    assert records["age"].tolist()[0] == 23 and math.isnan(records["age"].iloc[1])
+    assert records["age"].tolist()[2:] == [70.5, 45]
+    assert records["group"].tolist() == [4, 6, 7, 5]
+    assert records["subject"].tolist() == ["anna", "bob", str(outside), "hal"]
+    assert records["gender"].tolist()[:2] == ["f", "m"] and math.isnan(records["gender"].iloc[2])
+    assert records["camera"].tolist()[:2] == ["phone", "dslr"]
+
+
+def test_group_only_table_and_errors(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "faces.csv").write_text("path,group\na.jpg,3\n")
+    result = read_table(tmp_path, file="faces.csv")
+    assert result.records["group"].tolist() == [3] and result.records["age"].isna().all()
+    with pytest.raises(DataError, match=r"expected label file labels\.csv in"):
+        read_table(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,years\na.jpg,3\n")
+    with pytest.raises(DataError, match="needs a 'path' column"):
+        read_table(tmp_path)
