@@ -48,3 +48,32 @@ def load_cache(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(records):
         raise DataError(f"{folder / IMAGES}: shape {images.shape} does not match {len(records)} records")
     return images, records
+
+
+def save_cache_parts(folder: str | Path, parts, count: int, image_shape: tuple[int, int, int],
+                     records: pd.DataFrame) -> Path:
+    """Like save_cache, but the images arrive as an iterable of (n_i, H, W, 3) arrays totalling ``count``.
+
+    Only one part is held in memory at a time, so a cache larger than RAM can be packed. The
+    temporary names carry the process id, so two processes packing the same folder cannot mix files.
+    """
+    folder = Path(folder)
+    if count != len(records):
+        raise ValueError(f"{count} images but {len(records)} records")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_images, tmp_records = folder / f"{IMAGES}.{os.getpid()}.tmp", folder / f"{RECORDS}.{os.getpid()}.tmp"
+    out = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(count, *image_shape))
+    filled = 0
+    for part in parts:
+        if filled + len(part) > count:
+            raise ValueError(f"more than {count} images in the parts")
+        out[filled:filled + len(part)] = part
+        filled += len(part)
+    if filled != count:
+        raise ValueError(f"{filled} images in the parts, expected {count}")
+    out.flush()
+    del out
+    records.to_csv(tmp_records, index=False)
+    os.replace(tmp_images, folder / IMAGES)
+    os.replace(tmp_records, folder / RECORDS)
+    return folder

@@ -1,0 +1,280 @@
+"""Records -> packed face cache: read each image, crop its face (agelab.data.faces), pack the crops.
+
+Work is split into shards of ``shard_size`` records, cropped in parallel over CPU cores. Each
+finished shard is written atomically (temporary file, then ``os.replace``), so a run killed half
+way leaves only whole shards and the next run crops only the missing ones. The shards are then
+packed into the cache folder (``images.npy`` + ``records.csv``, agelab.data.cache) with
+``dropped.json`` (reason -> count) and ``manifest.json``, whose ``key`` hashes what decides the
+crops: the image paths, the given face boxes and the cropper settings. A second run with the
+same key reuses the cache at once; another key rebuilds it.
+
+Labels are not part of the key: on reuse the returned records are the caller's current rows
+(re-written to records.csv when they changed), so fixing a label never forces a re-crop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agelab.data.cache import IMAGES, RECORDS, cache_exists, save_cache_parts
+from agelab.data.faces import FaceCropper, load_image
+from agelab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
+FACE_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2")  # the face the crop was made from, original pixels
+MANIFEST, DROPPED, SHARDS = "manifest.json", "dropped.json", "shards"
+FORMAT_VERSION = 1  # bump when the crop code changes what it makes, so old caches are rebuilt
+ERROR = "error"  # an image that made the cropper fail (logged; counted, never silently lost)
+
+
+@dataclass
+class PrepareResult:
+    images: np.ndarray  # (N, S, S, 3) uint8 RGB, memory-mapped from the cache
+    records: pd.DataFrame  # kept rows, index = image row 0..N-1, input columns + source_index + face columns
+    dropped: Counter = field(default_factory=Counter)  # reason -> count
+    folder: Path | None = None
+    reused: bool = False  # True when the cache was already built for these inputs
+
+    @property
+    def kept(self) -> int:
+        return len(self.records)
+
+
+# ------------------------------------------------------------------------------------- inputs
+
+
+def _boxes(records: pd.DataFrame) -> list[tuple[float, float, float, float] | None]:
+    if not set(BOX_COLUMNS) <= set(records.columns):
+        return [None] * len(records)
+    values = records[list(BOX_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    return [tuple(row) if np.isfinite(row).all() else None for row in values]
+
+
+def cache_key(records: pd.DataFrame, cropper: FaceCropper) -> str:
+    """Hash of what decides the crops: image paths and boxes in order, cropper settings, format version."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": FORMAT_VERSION, "cropper": cropper.settings()}, sort_keys=True).encode())
+    digest.update("\n".join(records["path"].astype(str)).encode())
+    if set(BOX_COLUMNS) <= set(records.columns):
+        boxes = records[list(BOX_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+        digest.update(np.ascontiguousarray(boxes).tobytes())
+    return digest.hexdigest()
+
+
+def _labels_hash(records: pd.DataFrame) -> str:
+    return hashlib.sha256(records.to_csv(index=False).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ cropping shards
+
+
+def crop_one(cropper: FaceCropper, path: str, box) -> tuple[np.ndarray | None, str | None, dict]:
+    """(crop, None, face info) or (None, reason, {}) for one record."""
+    image, reason, scale = load_image(path, cropper.max_image_side)
+    if image is None:
+        return None, reason, {}
+    if box is not None and scale != 1.0:
+        box = tuple(v * scale for v in box)
+    face, reason = cropper.largest(image, box)
+    if face is None:
+        return None, reason, {}
+    info = {name: v / scale for name, v in zip(FACE_COLUMNS, face.box)}
+    info.update(detect_score=face.score, aligned=face.eyes is not None)
+    return face.crop, None, info
+
+
+def crop_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: str) -> dict:
+    """Crop one shard's records and write them to ``out_path`` atomically; returns its counts."""
+    size = cropper.output_size
+    crops, kept, reasons, infos = [], [], [], []
+    for i, (path, box) in enumerate(zip(paths, boxes)):
+        try:
+            crop, reason, info = crop_one(cropper, path, box)
+        except Exception as exc:  # noqa: BLE001 - one odd image must not end a long run; it is counted
+            log.warning("%s: cropping failed (%s: %s)", path, type(exc).__name__, exc)
+            crop, reason, info = None, ERROR, {}
+        reasons.append(reason or "")
+        if crop is not None:
+            crops.append(crop)
+            kept.append(i)
+            infos.append([info[c] for c in FACE_COLUMNS] + [info["detect_score"], info["aligned"]])
+    images = np.stack(crops) if crops else np.empty((0, size, size, 3), np.uint8)
+    info_array = np.asarray(infos, np.float64).reshape(-1, len(FACE_COLUMNS) + 2)
+    tmp = f"{out_path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, images=images, kept=np.asarray(kept, np.int64), reasons=np.asarray(reasons, dtype=str),
+                 info=info_array)
+    os.replace(tmp, out_path)
+    return {"shard": out_path, "count": len(paths), "kept": len(kept)}
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+
+
+def _shard_name(index: int) -> str:
+    return f"shard_{index:06d}.npz"
+
+
+def _run_shards(tasks: list[tuple], workers: int, total: int, done: int, progress: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("cropping faces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        job = bar.add_task("crop", total=total, completed=done)
+        if workers <= 1:
+            for task in tasks:
+                bar.advance(job, crop_shard(*task)["count"])
+            return
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+            futures = [pool.submit(crop_shard, *task) for task in tasks]
+            try:
+                for future in as_completed(futures):
+                    bar.advance(job, future.result()["count"])
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+
+# ------------------------------------------------------------------------------------- packing
+
+
+def _read_shards(shard_dir: Path, n_shards: int):
+    for index in range(n_shards):
+        with np.load(shard_dir / _shard_name(index)) as shard:
+            yield {k: shard[k] for k in ("kept", "reasons", "info")}
+
+
+def _result_records(records: pd.DataFrame, source_index: np.ndarray, info: np.ndarray) -> pd.DataFrame:
+    """Kept input rows (index 0..N-1) with ``source_index`` and the face columns."""
+    out = records.iloc[source_index].reset_index(drop=True)
+    out["source_index"] = source_index
+    for j, name in enumerate(FACE_COLUMNS):
+        out[name] = np.round(info[:, j]).astype(np.int64)
+    out["detect_score"] = np.round(info[:, len(FACE_COLUMNS)], 4)
+    out["aligned"] = info[:, len(FACE_COLUMNS) + 1].astype(bool)
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResult | None:
+    """The finished cache for ``key``, with the caller's current labels; None if absent or stale."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        dropped = Counter(json.loads((folder / DROPPED).read_text()))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("key") != key or not cache_exists(folder):
+        return None
+    images = np.load(folder / IMAGES, mmap_mode="r")
+    stored = pd.read_csv(folder / RECORDS)
+    if len(stored) != len(images) or "source_index" not in stored:
+        return None
+    labels = _labels_hash(records)
+    info = stored[[*FACE_COLUMNS, "detect_score", "aligned"]].to_numpy(np.float64)
+    result = _result_records(records, stored["source_index"].to_numpy(np.int64), info)
+    if manifest.get("labels") != labels:  # same crops, new labels: refresh the table only
+        log.info("labels changed since %s was built: updating its records.csv", folder)
+        tmp = folder / f"{RECORDS}.{os.getpid()}.tmp"
+        result.to_csv(tmp, index=False)
+        os.replace(tmp, folder / RECORDS)
+        _write_json(folder / MANIFEST, {**manifest, "labels": labels})
+    return PrepareResult(images, result, dropped, folder, reused=True)
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCropper, workers: int | None = None,
+                  shard_size: int = 512, progress: bool = True) -> PrepareResult:
+    """Crop every record's face into ``cache_dir`` (reused when already built for the same inputs).
+
+    ``records`` needs a ``path`` column (absolute image paths) and may carry ``box_x1..box_y2``
+    (the dataset's face box, original pixels). ``workers``: processes (None: every core, 1: this
+    process only). Returns the cache (kept faces, their records and the drop counts by reason).
+    """
+    if "path" not in records:
+        raise DataError(f"records to prepare need a 'path' column, found {list(records.columns)}")
+    if len(records) == 0:
+        raise DataError("no records to prepare: the dataset reader kept no rows")
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    folder = Path(cache_dir)
+    key = cache_key(records, cropper)
+    existing = _load_existing(folder, key, records)
+    if existing is not None:
+        log.info("face cache %s is up to date (%d faces)", folder, existing.kept)
+        return existing
+
+    start = time.perf_counter()
+    shard_dir = folder / SHARDS / key[:16]
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    paths = records["path"].astype(str).tolist()
+    boxes = _boxes(records)
+    n_shards = math.ceil(len(records) / shard_size)
+    tasks, done = [], 0
+    for index in range(n_shards):
+        lo, hi = index * shard_size, min((index + 1) * shard_size, len(records))
+        if (shard_dir / _shard_name(index)).is_file():
+            done += hi - lo
+        else:
+            tasks.append((cropper, paths[lo:hi], boxes[lo:hi], str(shard_dir / _shard_name(index))))
+    if done:
+        log.info("resuming: %d of %d shards already cropped in %s", n_shards - len(tasks), n_shards, shard_dir)
+    workers = min(workers or len(os.sched_getaffinity(0)), max(len(tasks), 1))
+    _run_shards(tasks, workers, len(records), done, progress)
+
+    # Pack: the face table first (small), then the images streamed shard by shard.
+    source_index, infos, dropped = [], [], Counter()
+    for index, shard in enumerate(_read_shards(shard_dir, n_shards)):
+        source_index.append(shard["kept"] + index * shard_size)
+        infos.append(shard["info"])
+        dropped.update(r for r in shard["reasons"].tolist() if r)
+    source_index = np.concatenate(source_index)
+    info = np.concatenate(infos)
+    if len(source_index) == 0:
+        raise DataError(f"no face kept out of {len(records)} images (dropped: {dict(dropped)}); "
+                        f"check the image paths and the faces settings")
+    result = _result_records(records, source_index, info)
+
+    def parts():
+        for index in range(n_shards):
+            with np.load(shard_dir / _shard_name(index)) as shard:
+                yield shard["images"]
+
+    size = cropper.output_size
+    save_cache_parts(folder, parts(), len(result), (size, size, 3), result)
+    _write_json(folder / DROPPED, dict(sorted(dropped.items())))
+    elapsed = time.perf_counter() - start
+    _write_json(folder / MANIFEST, {"key": key, "labels": _labels_hash(records), "records": len(records),
+                                    "kept": len(result), "cropper": cropper.settings(),
+                                    "format_version": FORMAT_VERSION, "seconds": round(elapsed, 1)})
+    shutil.rmtree(folder / SHARDS, ignore_errors=True)  # the manifest is written: the shards are spent
+    cropped = len(records) - done
+    log.info("face cache %s: kept %d of %d (dropped %s); cropped %d images in %.1f s (%.0f/s, %d workers)",
+             folder, len(result), len(records), dict(dropped), cropped, elapsed, cropped / max(elapsed, 1e-9), workers)
+    return PrepareResult(np.load(folder / IMAGES, mmap_mode="r"), result, dropped, folder, reused=False)

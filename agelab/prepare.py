@@ -1,0 +1,109 @@
+"""Crop a dataset's faces into the cache: ``python -m agelab.prepare data=<name> data.root=<dir>``.
+
+Composes the training config (conf/prepare.yaml = conf/train.yaml + a few keys), so the cache it
+builds is exactly the one training will find. Prints what was kept and dropped, by reason, and
+logs the counts to MLflow (experiment ``agelab-prepare``) unless ``log_to_mlflow=false``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agelab.cli import run_or_exit
+from agelab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "agelab-prepare"
+
+
+def counts_table(name: str, kept: int, dropped: dict[str, int]):
+    from rich.table import Table
+
+    total = kept + sum(dropped.values())
+    table = Table(title=f"{name}: faces kept and dropped")
+    table.add_column("outcome")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    for label, n in [("kept", kept), *sorted(((f"dropped: {r}", n) for r, n in dropped.items()), key=lambda x: -x[1])]:
+        table.add_row(label, str(n), f"{n / total:.1%}" if total else "-")
+    table.add_row("total", str(total), "")
+    return table
+
+
+def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], params: dict) -> str:
+    """Log the counts as metrics of a new run in experiment agelab-prepare; returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    from agelab.tracking import git_commit
+
+    root = Path(cfg.paths.root_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    tracking_uri = cfg.logger.get("tracking_uri") if "logger" in cfg and cfg.logger else None
+    client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
+    run = client.create_run(experiment_id, run_name=f"prepare-{name}", tags={"data": name, "git_commit": git_commit()})
+    run_id = run.info.run_id
+    client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
+    client.log_metric(run_id, "prepare/kept", kept)
+    for reason, n in dropped.items():
+        client.log_metric(run_id, f"prepare/dropped/{reason}", n)
+    client.log_dict(run_id, {"kept": kept, "dropped": dropped}, "prepare/counts.json")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _param(key, value):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+def prepare(cfg: DictConfig) -> dict[str, int]:
+    """Build the configured source's face cache; returns {"kept": n, "dropped/<reason>": n, ...}."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if "data" not in cfg or "source" not in cfg.data:
+        raise ConfigError("prepare needs data.source in the config (pick a dataset: data=<name>)")
+    source = instantiate(cfg.data.source)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    name = getattr(source, "name", "") or choices.get("data") or "data"
+    if hasattr(source, "prepare"):
+        dropped = source.prepare()
+        kept = source.kept
+    elif hasattr(source, "load"):  # e.g. the synthetic faces: nothing to crop, loading builds the cache
+        kept, dropped = len(source.load()[1]), {}
+    else:
+        raise ConfigError(f"data.source ({type(source).__name__}) has neither prepare() nor load()")
+
+    from rich.console import Console
+
+    Console().print(counts_table(name, kept, dropped))
+    folder = getattr(source, "folder", None)
+    if folder is not None:
+        Console().print(f"cache: {folder}")
+    if cfg.get("log_to_mlflow", False):
+        params = {"data": name, "cache": folder or ""}
+        cropper = getattr(source, "cropper", None)
+        if cropper is not None:
+            params.update({f"faces.{k}": v for k, v in cropper.settings().items()})
+        if "root" in cfg.data:
+            params["data.root"] = OmegaConf.select(cfg, "data.root")
+        run_id = log_counts(cfg, name, kept, dropped, params)
+        log.info("counts logged to MLflow run %s (experiment %s)", run_id, EXPERIMENT)
+    return {"kept": kept, **{f"dropped/{reason}": n for reason, n in dropped.items()}}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    run_or_exit(prepare, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Prepare: records -> face cache (round trip, drop counts, resume, reuse, parallel), the source, the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from agelab.data import prepare_cache as engine
+from agelab.data.cache import load_cache
+from agelab.data.faces import FaceCropper, read_image
+from agelab.data.prepare_cache import prepare_cache
+from agelab.data.prepared import PreparedSource
+from agelab.errors import DataError
+
+from conftest import compose_config
+from test_faces import draw_face
+
+CROPPER = FaceCropper(output_size=48, min_sharpness=60.0)
+real_crop_shard = engine.crop_shard
+EXPECTED_DROPS = {"unreadable": 3, "no_face": 2, "too_small": 1, "too_blurry": 1}
+
+
+def write_dataset(folder: Path) -> pd.DataFrame:
+    """14 good faces and 7 bad images (reasons in EXPECTED_DROPS), interleaved, as reader records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, bad = [], iter([
+        ("blank.png", np.full((120, 120, 3), 100, np.uint8)),
+        ("empty.jpg", b""),
+        ("noise.png", np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)),
+        ("text.jpg", b"no pixels here"),
+        ("tiny.png", draw_face(120, 20)),  # a ~25 px face
+        ("missing.jpg", None),
+        ("blurred.png", draw_face(160, 70, blur=3.0)),
+    ])
+    for i in range(21):
+        if i % 3 == 1:
+            name, content = next(bad)
+        else:
+            name, content = f"face{i:02d}.jpg", draw_face(160, 50 + 2 * i, (80 + i % 5, 78 + i % 4), seed=i)
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            Image.fromarray(content).save(path, quality=95)
+        rows.append({"path": str(path), "age": float(20 + i), "group": i % 8, "subject": f"p{i}"})
+    return pd.DataFrame(rows)
+
+
+def is_face(path: str) -> bool:
+    return Path(path).name.startswith("face")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> pd.DataFrame:
+    return write_dataset(tmp_path_factory.mktemp("faces"))
+
+
+def test_round_trip_gives_the_croppers_faces_and_counts_drops(dataset, tmp_path):
+    result = prepare_cache(dataset, tmp_path / "cache", CROPPER, workers=1, shard_size=4, progress=False)
+    assert dict(result.dropped) == EXPECTED_DROPS
+    assert result.kept == len(dataset) - sum(EXPECTED_DROPS.values()) == 14
+    assert not result.reused
+    records = result.records
+    assert list(records.index) == list(range(14))
+    assert records["path"].map(is_face).all()
+    np.testing.assert_array_equal(dataset.loc[records["source_index"], "path"], records["path"])
+    assert {"age", "group", "subject", "face_x1", "face_y2", "detect_score", "aligned"} <= set(records.columns)
+    assert result.images.shape == (14, 48, 48, 3) and result.images.dtype == np.uint8
+    for i, row in records.iterrows():
+        face, reason = CROPPER.largest(read_image(row["path"])[0])
+        np.testing.assert_array_equal(result.images[i], face.crop)
+        assert (row["face_x1"], row["face_y1"], row["face_x2"], row["face_y2"]) == face.box
+
+    folder = tmp_path / "cache"
+    images, stored = load_cache(folder)  # the ordinary cache layout
+    np.testing.assert_array_equal(images, result.images)
+    assert list(stored["source_index"]) == list(records["source_index"])
+    assert json.loads((folder / "dropped.json").read_text()) == EXPECTED_DROPS
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kept"] == 14 and manifest["records"] == 21 and manifest["cropper"] == CROPPER.settings()
+    assert not (folder / "shards").exists()  # spent once packed
+
+
+def test_a_second_run_reuses_the_cache_and_new_settings_rebuild(dataset, tmp_path, monkeypatch):
+    first = prepare_cache(dataset, tmp_path, CROPPER, workers=1, progress=False)
+    monkeypatch.setattr(engine, "crop_shard", lambda *a: pytest.fail("a reused cache must not crop again"))
+    start = time.perf_counter()
+    again = prepare_cache(dataset, tmp_path, CROPPER, workers=1, progress=False)
+    assert again.reused and time.perf_counter() - start < 1.0
+    np.testing.assert_array_equal(again.images, first.images)
+    pd.testing.assert_frame_equal(again.records, first.records)
+    assert again.dropped == first.dropped
+
+    relabelled = dataset.assign(age=dataset["age"] + 1)  # labels are not crops: reused, new labels
+    fixed = prepare_cache(relabelled, tmp_path, CROPPER, workers=1, progress=False)
+    assert fixed.reused and (fixed.records["age"] == first.records["age"] + 1).all()
+    assert (load_cache(tmp_path)[1]["age"] == fixed.records["age"]).all()
+
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(engine, "crop_shard", lambda *a: (calls.append(1), real_crop_shard(*a))[1])
+    bigger = FaceCropper(output_size=32, min_sharpness=60.0)
+    rebuilt = prepare_cache(dataset, tmp_path, bigger, workers=1, progress=False)
+    assert not rebuilt.reused and calls and rebuilt.images.shape[1:] == (32, 32, 3)
+    fewer = prepare_cache(dataset.iloc[:9], tmp_path, bigger, workers=1, progress=False)
+    assert not fewer.reused and fewer.kept == 6
+
+
+def test_a_killed_run_resumes_with_only_the_missing_shards(dataset, tmp_path, monkeypatch):
+    done = []
+
+    def dies_on_third(cropper, paths, boxes, out_path):
+        if out_path.endswith("shard_000002.npz"):
+            raise KeyboardInterrupt  # as if killed while cropping shard 2
+        done.append(Path(out_path).name)
+        return real_crop_shard(cropper, paths, boxes, out_path)
+
+    monkeypatch.setattr(engine, "crop_shard", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_cache(dataset, tmp_path / "cache", CROPPER, workers=1, shard_size=4, progress=False)
+    shards = sorted(p.name for p in (tmp_path / "cache").rglob("shard_*"))
+    assert shards == ["shard_000000.npz", "shard_000001.npz"]  # whole shards only, no temporary files
+    assert not (tmp_path / "cache" / "manifest.json").exists()
+
+    done.clear()
+    monkeypatch.setattr(engine, "crop_shard", lambda *a: (done.append(Path(a[3]).name), real_crop_shard(*a))[1])
+    resumed = prepare_cache(dataset, tmp_path / "cache", CROPPER, workers=1, shard_size=4, progress=False)
+    assert done == ["shard_000002.npz", "shard_000003.npz", "shard_000004.npz", "shard_000005.npz"]
+    fresh = prepare_cache(dataset, tmp_path / "fresh", CROPPER, workers=1, shard_size=4, progress=False)
+    np.testing.assert_array_equal(resumed.images, fresh.images)
+    pd.testing.assert_frame_equal(resumed.records, fresh.records)
+    assert resumed.dropped == fresh.dropped
+
+
+def test_parallel_workers_give_the_serial_result(dataset, tmp_path):
+    serial = prepare_cache(dataset, tmp_path / "serial", CROPPER, workers=1, shard_size=5, progress=False)
+    parallel = prepare_cache(dataset, tmp_path / "parallel", CROPPER, workers=2, shard_size=5, progress=False)
+    np.testing.assert_array_equal(parallel.images, serial.images)
+    pd.testing.assert_frame_equal(parallel.records, serial.records)
+    assert parallel.dropped == serial.dropped
+
+
+def test_dataset_boxes_are_used_and_nothing_kept_is_an_error(dataset, tmp_path):
+    faces_only = dataset[dataset["path"].map(is_face)].reset_index(drop=True)
+    boxed = faces_only.assign(box_x1=0.0, box_y1=0.0, box_x2=40.0, box_y2=40.0)  # boxes away from the faces
+    boxed.loc[0, ["box_x1", "box_y1", "box_x2", "box_y2"]] = np.nan  # no box: search the whole image
+    result = prepare_cache(boxed, tmp_path / "boxed", CROPPER, workers=1, progress=False)
+    assert result.kept == 1 and dict(result.dropped) == {"no_face": len(boxed) - 1}
+    bad = dataset[~dataset["path"].map(is_face)]
+    with pytest.raises(DataError, match="no face kept out of 7"):
+        prepare_cache(bad, tmp_path / "bad", CROPPER, workers=1, progress=False)
+    with pytest.raises(DataError, match="'path' column"):
+        prepare_cache(dataset.drop(columns="path"), tmp_path / "x", CROPPER, progress=False)
+
+
+# ----------------------------------------------------------------------------- PreparedSource
+
+
+def half_split(records: pd.DataFrame) -> pd.DataFrame:
+    out = records.copy()
+    out["split"] = np.where(np.arange(len(out)) % 3 == 0, "test", np.where(np.arange(len(out)) % 3 == 1, "val", "train"))
+    return out
+
+
+def double_train(train: pd.DataFrame):
+    return pd.concat([train, train]), pd.DataFrame({"before": [len(train)], "after": [2 * len(train)]})
+
+
+def test_prepared_source_reads_crops_splits_and_balances(dataset, tmp_path):
+    reader = lambda: SimpleNamespace(records=dataset, dropped=Counter({"bad_age": 2, "unreadable": 1}))  # noqa: E731
+    source = PreparedSource(reader, CROPPER, tmp_path, half_split, balance=double_train, name="toy", workers=1,
+                            progress=False)
+    drops = source.prepare()
+    assert drops == {**EXPECTED_DROPS, "bad_age": 2, "unreadable": 4}
+    assert source.drop_counts == drops and source.kept == 14
+    assert source.folder.parent == tmp_path and source.folder.name.startswith("toy-")
+
+    images, records = source.load()
+    assert images.shape[0] == 14
+    counts = records["split"].value_counts().to_dict()
+    assert counts == {"train": 8, "test": 5, "val": 5}  # 4 train rows, doubled
+    train = records[records["split"] == "train"]
+    assert train.index.duplicated().sum() == 4 and train.index.max() < 14  # copies point at the same crops
+    assert source.balance_report["after"].item() == 8
+
+    other = PreparedSource(reader, FaceCropper(output_size=40, min_sharpness=60.0), tmp_path, half_split, name="toy",
+                           workers=1, progress=False)
+    other.prepare()
+    assert other.folder != source.folder and len(list(tmp_path.glob("toy-*"))) == 2  # one cache per setting
+
+
+# ----------------------------------------------------------------------------------- the CLI
+
+
+def test_prepare_command_builds_the_cache_and_logs_counts(dataset, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf, open_dict
+
+    from agelab.prepare import prepare
+
+    (tmp_path / "toy_reader.py").write_text(
+        "import pandas as pd\nfrom collections import Counter\nfrom types import SimpleNamespace\n"
+        "def read(root):\n"
+        "    return SimpleNamespace(records=pd.read_csv(root + '/records.csv'), dropped=Counter(bad_age=2))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dataset.to_csv(tmp_path / "records.csv", index=False)
+    cfg = compose_config(tmp_path, ["+faces@data.source.cropper=default", f"+data.root={tmp_path}"],
+                         config_name="prepare")
+    assert cfg.task_name == "prepare" and cfg.log_to_mlflow is True
+    assert cfg.data.source.cropper.output_size == 73  # crop_margin(64): the stored size follows the model
+    with open_dict(cfg):
+        cfg.data.source = OmegaConf.create({
+            "_target_": "agelab.data.prepared.PreparedSource", "name": "toy", "cache_dir": str(tmp_path / "cache"),
+            "reader": {"_target_": "toy_reader.read", "_partial_": True, "root": "${data.root}"},
+            "cropper": {"_target_": "agelab.data.faces.FaceCropper", "output_size": 48, "min_sharpness": 60.0},
+            "split": {"_target_": "test_prepare.half_split", "_partial_": True},
+            "workers": 1, "progress": False})
+    counts = prepare(cfg)
+    assert counts == {"kept": 14, **{f"dropped/{k}": v for k, v in {**EXPECTED_DROPS, "bad_age": 2}.items()}}
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("agelab-prepare").experiment_id])
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert metrics["prepare/kept"] == 14 and metrics["prepare/dropped/too_blurry"] == 1
+    assert metrics["prepare/dropped/bad_age"] == 2 and metrics["prepare/dropped/unreadable"] == 3
+    assert runs[0].data.params["faces.output_size"] == "48" and runs[0].data.tags["data"] == "toy"
+
+
+def test_faces_configs_compose(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_config(tmp_path, ["+faces@data.source.cropper=aligned"])
+    cropper = instantiate(cfg.data.source.cropper)
+    assert isinstance(cropper, FaceCropper)
+    assert cropper.detect is False and cropper.align is False and cropper.enlarge == 1.2
+    assert cropper.output_size == 73
