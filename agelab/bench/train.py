@@ -39,6 +39,7 @@ def _build_module(cfg):
 def model_ceiling(cfg, warmup: int, steps: int) -> float:
     """img/s of optimiser steps on synthetic batches already on the device."""
     device = _device(cfg)
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", False))  # as the Trainer will set it
     module = _build_module(cfg).to(device).train()
     optimizer = instantiate(cfg.optimizer)(params=module.parameters())  # the same optimiser as training
     size, batch = cfg.model.input_size, cfg.data.batch_size

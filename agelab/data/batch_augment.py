@@ -70,10 +70,10 @@ class BatchAugment(nn.Module):
         return torch.stack([row0, row1], 1)
 
     def _blur(self, x: torch.Tensor, g) -> torch.Tensor:
+        # Blur the whole batch and keep the picked faces: asking which were picked would stall
+        # the CPU until the GPU catches up (a host-device sync every step).
         n, c = x.shape[:2]
         pick = torch.rand(n, generator=g, device=x.device) < self.blur_p
-        if not bool(pick.any()):
-            return x
         sigma = _uniform(n, *self.blur_sigma, g, x.device)
         taps = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
         kernel = torch.exp(-taps[None] ** 2 / (2 * sigma[:, None] ** 2))
