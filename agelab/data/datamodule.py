@@ -37,12 +37,19 @@ class FaceBatchDataset(FaceDataset):
     For ``augment_on=device``: the loader does no per-image work, the device augments the batch.
     """
 
+    def __init__(self, images, records, transform, rows_only: bool = False):
+        super().__init__(images, records, transform)
+        self.rows_only = rows_only  # the images already sit on the device: ship cache rows, not pixels
+
     def __getitem__(self, positions):
         positions = np.sort(np.asarray(positions))  # sequential reads from the memory map
         rows = self.index[positions]
-        images = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
-        return {"image": images, "age": torch.from_numpy(self.ages[positions]),
-                "group": torch.from_numpy(self.groups[positions])}
+        batch = {"age": torch.from_numpy(self.ages[positions]), "group": torch.from_numpy(self.groups[positions])}
+        if self.rows_only:
+            batch["rows"] = torch.from_numpy(rows.astype(np.int64))
+        else:
+            batch["image"] = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+        return batch
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -50,7 +57,7 @@ class FaceDataModule(pl.LightningDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, max_age: int = 100, root: str | None = None,
                  fold: int | None = None, augment_on: str = "cpu", device_train_transform: Callable | None = None,
-                 device_eval_transform: Callable | None = None):
+                 device_eval_transform: Callable | None = None, device_cache: bool = False):
         super().__init__()
         # Facts about the data that other config nodes interpolate: the oldest label (age heads size
         # their outputs from it), the dataset folder and the test fold (the source reads them).
@@ -67,6 +74,11 @@ class FaceDataModule(pl.LightningDataModule):
         self.source = source
         self.augment_on = augment_on
         self.device_transforms = {"train": device_train_transform, "eval": device_eval_transform}
+        # augment_on=device only: copy the whole uint8 cache to the device once (when it fits) and
+        # gather batches there, so the loader moves a few indices instead of pixels.
+        self.device_cache = device_cache and augment_on == "device"
+        self._images = None
+        self._device_images: torch.Tensor | None = None
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.loader_args = {"num_workers": num_workers, "pin_memory": pin_memory,
@@ -77,13 +89,14 @@ class FaceDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         images, records = self.source.load()
+        self._images = images
         for split in ("train", "val", "test"):
             part = records[records["split"] == split]
             if len(part) == 0:
                 raise ConfigError(f"the {split} split of the data is empty")
             transform = self.train_transform if split == "train" else self.eval_transform
-            dataset_cls = FaceBatchDataset if self.augment_on == "device" else FaceDataset
-            self.datasets[split] = dataset_cls(images, part, transform)
+            self.datasets[split] = (FaceBatchDataset(images, part, transform, rows_only=self.device_cache)
+                                    if self.augment_on == "device" else FaceDataset(images, part, transform))
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
@@ -96,9 +109,16 @@ class FaceDataModule(pl.LightningDataModule):
                               **self.loader_args)
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, **self.loader_args)
 
+    def _images_on(self, device: torch.device) -> torch.Tensor:
+        if self._device_images is None or self._device_images.device != device:
+            self._device_images = torch.from_numpy(np.ascontiguousarray(self._images)).to(device)
+        return self._device_images
+
     def on_after_batch_transfer(self, batch, dataloader_idx):
         """With ``augment_on=device``: augment (train) or crop (eval) the uint8 batch on the device."""
         if self.augment_on == "device":
+            if "rows" in batch:
+                batch["image"] = self._images_on(batch["age"].device)[batch.pop("rows")]
             training = self.trainer is not None and self.trainer.training
             batch["image"] = self.device_transforms["train" if training else "eval"](batch["image"])
         return batch
