@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from agelab.config import check_targets
 from agelab.errors import AgelabError
 
 
@@ -18,9 +19,11 @@ def agelab_cause(exc: BaseException) -> AgelabError | None:
     return None
 
 
-def run_or_exit(fn, *args, **kwargs):
+def run_or_exit(fn, cfg, *args, **kwargs):
+    """``fn(cfg, ...)`` after checking the config's ``_target_``s; agelab errors end in one line, exit 2."""
     try:
-        return fn(*args, **kwargs)
+        check_targets(cfg)
+        return fn(cfg, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
         cause = agelab_cause(exc)
         if cause is None:

@@ -36,3 +36,28 @@ def compose_config(config_name: str = "train", overrides=(), output_dir: str | P
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+# Code a config may name in `_target_`: a YAML file must not be able to call os.system & co.
+ALLOWED_TARGET_PREFIXES = ("agelab.", "torch.", "torchvision.", "torchmetrics.", "pytorch_lightning.",
+                           "albumentations.")
+
+
+def check_targets(cfg, allowed=ALLOWED_TARGET_PREFIXES) -> None:
+    """Raise ConfigError if any ``_target_`` (outside Hydra's own ``hydra`` node) names code outside ``allowed``."""
+    from agelab.errors import ConfigError
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if target is not None and not str(target).startswith(allowed):
+                raise ConfigError(f"{where or 'config'}._target_={target!r} is not allowed "
+                                  f"(allowed: {', '.join(p.rstrip('.') for p in allowed)})")
+            for key, value in node.items():
+                if not (where == "" and key == "hydra"):
+                    walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg, "")
