@@ -1,0 +1,33 @@
+"""The benchmark commands run on tiny sizes and report finite figures (no timing is asserted)."""
+
+from __future__ import annotations
+
+import math
+
+from agelab.bench.prepare import main as bench_prepare
+from agelab.bench.train import main as bench_train
+
+
+def finite_positive(value) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def test_bench_train_cpu_reports_ceiling_end_to_end_and_ratio(tmp_path, capsys):
+    overrides = [f"paths.root_dir={tmp_path}", "data.source.train_size=96", "data.source.val_size=16",
+                 "data.source.test_size=16", "data.source.image_size=72", "data.batch_size=16", "data.num_workers=0",
+                 "~callbacks.rich_progress_bar"]
+    for mode in ([], ["data.augment_on=device"]):
+        result = bench_train(["--warmup", "1", "--steps", "2", *overrides, *mode])
+        assert all(finite_positive(result[k]) for k in ("model_only_img_s", "end_to_end_img_s", "ratio"))
+        assert result["ratio"] == result["end_to_end_img_s"] / result["model_only_img_s"]
+    out = capsys.readouterr().out
+    assert out.count("ratio end-to-end / model-only") == 2
+
+
+def test_bench_prepare_reports_rates_and_ratios(capsys):
+    result = bench_prepare(["--count", "6", "--side", "160", "--workers", "2"])
+    for key in ("decode_per_s", "prepare_per_s_one_core", "prepare_per_s_all_cores", "ratio_prepare_to_decode",
+                "parallel_speedup"):
+        assert finite_positive(result[key]), key
+    assert result["count"] == 6 and 0 <= result["kept"] <= 6
+    assert "faces/s" in capsys.readouterr().out
