@@ -1,9 +1,46 @@
-"""Metrics shared by training and evaluation: MAE, cumulative score CS(theta), group accuracy."""
+"""Metrics shared by training and evaluation.
+
+``AgeMetrics`` takes a head's decoded predictions and the batch, and computes everything the
+data allows: MAE, the cumulative-score curve CS(0..15) and MAE per age band / gender / race where
+ages are known; exact and one-off accuracy, macro precision / recall / F1 and the 8x8 confusion
+matrix where Adience groups are known. An age head evaluated on group data has its predicted
+ages mapped to groups (``agelab.groups.age_to_group``). Masks replace boolean indexing in the
+updates, so they never wait on the device.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torchmetrics import Metric
+from torchmetrics.classification import (
+    MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassPrecision, MulticlassRecall,
+)
+
+from agelab.groups import GROUPS, NUM_GROUPS
+
+# Age bands for the per-band MAE: 0-9, 10-19, ..., 60-69, 70+.
+BAND_EDGES = (10, 20, 30, 40, 50, 60, 70)
+BAND_NAMES = tuple(f"{lo}-{lo + 9}" for lo in (0, *BAND_EDGES[:-1])) + (f"{BAND_EDGES[-1]}plus",)
+GENDER_NAMES = ("f", "m")  # batch["gender"]: 0 female, 1 male, -1 unknown
+# Midpoints between consecutive groups, as in agelab.groups.age_to_group (nearest group; ties go older).
+GROUP_BOUNDS = tuple((hi + GROUPS[i + 1][0]) / 2 for i, (_, hi) in enumerate(GROUPS[:-1]))
+
+
+def ages_to_groups(ages: torch.Tensor) -> torch.Tensor:
+    """Adience group index of each age (a torch version of agelab.groups.age_to_group)."""
+    bounds = torch.tensor(GROUP_BOUNDS, device=ages.device, dtype=torch.float64)
+    return torch.bucketize(ages.double(), bounds, right=True)
+
+
+def gender_tensor(values, device=None) -> torch.Tensor:
+    """Gender codes 0 (f) / 1 (m) / -1 (unknown) from a tensor of codes or a list of "f"/"m" strings."""
+    if isinstance(values, torch.Tensor):
+        codes = values.to(device=device, dtype=torch.long)
+        return torch.where((codes == 0) | (codes == 1), codes, torch.full_like(codes, -1))
+    lookup = {"f": 0, "m": 1, 0: 0, 1: 1}
+    return torch.tensor([lookup.get(str(v).lower() if isinstance(v, str) else v, -1) for v in values],
+                        device=device, dtype=torch.long)
 
 
 class CumulativeScore(Metric):
@@ -17,12 +54,139 @@ class CumulativeScore(Metric):
         self.add_state("hits", default=torch.zeros(max_theta + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, preds: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None = None) -> None:
         err = (preds.double() - target.double()).abs()
+        weight = torch.ones_like(err) if known is None else known.double()
+        err = torch.where(weight > 0, err, torch.zeros_like(err))
         thetas = torch.arange(self.max_theta + 1, device=err.device, dtype=err.dtype)
-        self.hits += (err[:, None] <= thetas[None, :]).sum(0)
-        self.total += err.numel()
+        self.hits += ((err[:, None] <= thetas[None, :]) * weight[:, None]).sum(0)
+        self.total += weight.sum()
 
     def compute(self) -> torch.Tensor:
         """The whole curve: element theta is CS(theta)."""
         return (self.hits / self.total.clamp_min(1)).float()
+
+
+class GroupedAbsoluteError(Metric):
+    """Sum of |error| and count per category (age band, gender, race): MAE per category."""
+
+    full_state_update = False
+
+    def __init__(self, num_categories: int):
+        super().__init__()
+        self.num_categories = num_categories
+        self.add_state("error_sum", default=torch.zeros(num_categories, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros(num_categories, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, abs_error: torch.Tensor, category: torch.Tensor, known: torch.Tensor) -> None:
+        valid = known & (category >= 0) & (category < self.num_categories)
+        index = torch.where(valid, category, torch.zeros_like(category)).long()
+        weight = valid.double()
+        error = torch.where(valid, abs_error.double(), torch.zeros_like(abs_error, dtype=torch.float64))
+        self.error_sum.scatter_add_(0, index, error * weight)
+        self.count.scatter_add_(0, index, weight)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MAE per category, NaN where a category had no faces; faces per category)."""
+        mae = torch.where(self.count > 0, self.error_sum / self.count.clamp_min(1), torch.full_like(self.count, float("nan")))
+        return mae, self.count.clone()
+
+
+class AgeMetrics(nn.Module):
+    """All metrics of one stage: ``update(decoded, batch)`` per batch, ``compute()`` once, ``reset()``.
+
+    ``compute()`` returns only what the data allowed (keys with no faces behind them are left out):
+    scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<code>``, ``n_age``,
+    ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
+    ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
+    ``confusion_normalized`` (rows sum to 1).
+    """
+
+    def __init__(self, max_theta: int = 15, num_races: int = 8):
+        super().__init__()
+        self.abs_error = GroupedAbsoluteError(1)  # overall MAE (with the count of known ages)
+        self.cs = CumulativeScore(max_theta)
+        self.by_band = GroupedAbsoluteError(len(BAND_NAMES))
+        self.by_gender = GroupedAbsoluteError(len(GENDER_NAMES))
+        self.by_race = GroupedAbsoluteError(num_races)
+        group_args = {"num_classes": NUM_GROUPS, "ignore_index": -1, "validate_args": False}
+        self.group_metrics = nn.ModuleDict({
+            "acc": MulticlassAccuracy(average="micro", **group_args),
+            "precision": MulticlassPrecision(average="macro", **group_args),
+            "recall": MulticlassRecall(average="macro", **group_args),
+            "f1": MulticlassF1Score(average="macro", **group_args),
+        })
+        self.confusion = MulticlassConfusionMatrix(**group_args)
+        self.gender_acc = MulticlassAccuracy(num_classes=2, average="micro", ignore_index=-1, validate_args=False)
+
+    @torch.no_grad()
+    def update(self, decoded: dict, batch: dict) -> None:
+        pred_age = decoded.get("age")
+        if pred_age is not None and batch.get("age") is not None:
+            pred_age = pred_age.detach().float()
+            age = torch.as_tensor(batch["age"], device=pred_age.device).float()
+            known = torch.isfinite(age)
+            age = torch.where(known, age, torch.zeros_like(age))
+            error = (pred_age - age).abs()
+            self.abs_error.update(error, torch.zeros_like(age, dtype=torch.long), known)
+            self.cs.update(pred_age, age, known)
+            bands = torch.bucketize(age, torch.tensor(BAND_EDGES, device=age.device, dtype=age.dtype), right=True)
+            self.by_band.update(error, bands, known)
+            if batch.get("gender") is not None:
+                self.by_gender.update(error, gender_tensor(batch["gender"], age.device), known)
+            if isinstance(batch.get("race"), torch.Tensor):
+                self.by_race.update(error, batch["race"].to(age.device).long(), known)
+
+        if batch.get("group") is not None:
+            if "group" in decoded:
+                pred_group = decoded["group"].detach().long()
+            elif pred_age is not None:
+                pred_group = ages_to_groups(pred_age)
+            else:
+                pred_group = None
+            if pred_group is not None:
+                target = torch.as_tensor(batch["group"], device=pred_group.device).long()
+                for metric in self.group_metrics.values():
+                    metric.update(pred_group, target)
+                self.confusion.update(pred_group, target)
+
+        if "gender" in decoded and batch.get("gender") is not None:
+            self.gender_acc.update(decoded["gender"].detach().long(), gender_tensor(batch["gender"], decoded["gender"].device))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        # (torchmetrics squeezes one-element results, hence the reshapes)
+        mae, n_age = self.abs_error.compute() if self.abs_error.update_count else (torch.zeros(1), torch.zeros(1))
+        mae, n_age = mae.reshape(-1)[0], n_age.reshape(-1)[0]
+        if n_age > 0:
+            out["n_age"] = n_age
+            out["mae"] = mae.float()
+            out["cs_curve"] = self.cs.compute()
+            out["cs5"] = out["cs_curve"][min(5, len(out["cs_curve"]) - 1)]
+            for prefix, metric, names in (("mae_age", self.by_band, BAND_NAMES),
+                                          ("mae_gender", self.by_gender, GENDER_NAMES),
+                                          ("mae_race", self.by_race, range(self.by_race.num_categories))):
+                for name, value in zip(names, metric.compute()[0].reshape(-1) if metric.update_count else []):
+                    if not torch.isnan(value):
+                        out[f"{prefix}_{name}"] = value.float()
+        confusion = self.confusion.compute() if self.confusion.update_count else torch.zeros(1)
+        n_group = confusion.sum()
+        if n_group > 0:
+            out["n_group"] = n_group.double()
+            for name, metric in self.group_metrics.items():
+                out[name] = metric.compute().float()
+            rows, cols = torch.meshgrid(torch.arange(NUM_GROUPS), torch.arange(NUM_GROUPS), indexing="ij")
+            near = ((rows - cols).abs() <= 1).to(confusion.device)
+            out["one_off"] = (confusion * near).sum().float() / n_group
+            out["confusion"] = confusion
+            out["confusion_normalized"] = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+        if self.gender_acc.update_count:
+            gender_acc = self.gender_acc.compute().float()
+            if not torch.isnan(gender_acc) and self.gender_acc.tp.sum() + self.gender_acc.fn.sum() > 0:
+                out["gender_acc"] = gender_acc
+        return out
+
+    def reset(self) -> None:
+        for metric in (self.abs_error, self.cs, self.by_band, self.by_gender, self.by_race, self.confusion,
+                       self.gender_acc, *self.group_metrics.values()):
+            metric.reset()

@@ -1,23 +1,34 @@
-"""What every head does: the output layer, the loss, and decoding logits back to ages or groups."""
+"""What every head does: the output layer, the loss, and decoding logits back to ages or groups.
+
+Targets come from the batch dict: "age" (float years, NaN = unknown) and "group" (Adience group
+index, -1 = unknown). Losses ignore unknown targets, and weight samples by ``batch["weight"]``
+when present (the module's ``loss_weights`` option). A batch without a single usable target
+gives a zero loss that still depends on the logits (so backward works).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from agelab.errors import ConfigError
+
 
 class Head(nn.Module):
-    """Base class. ``task`` is "age" (decode gives ages) or "group" (decode gives group indices).
+    """Base class. ``task`` is "age" (decode gives "age" and "std") or "group" (decode gives
+    "group" and "probs", plus an "age" standing in for the group so MAE stays defined).
 
-    ``loss(logits, batch)`` reads the targets it needs from the batch dict ("age", "group");
-    ``decode(logits)`` returns a dict with "age" and "std" (age heads) or "group" and "probs".
+    Subclasses build their output layer (``self.fc`` unless they need another shape), and define
+    ``loss(logits, batch)`` and ``decode(logits)``.
     """
 
     task = "age"
 
-    def __init__(self, in_features: int, num_outputs: int):
+    def __init__(self, in_features: int, num_outputs: int | None = None):
         super().__init__()
-        self.fc = nn.Linear(in_features, num_outputs)
+        self.in_features = in_features
+        if num_outputs is not None:
+            self.fc = nn.Linear(in_features, num_outputs)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)
@@ -27,3 +38,34 @@ class Head(nn.Module):
 
     def decode(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+class AgeHead(Head):
+    """An age head: ages in 0..max_age (older labels are clamped to max_age)."""
+
+    def __init__(self, in_features: int, num_outputs: int | None, max_age: int):
+        if not isinstance(max_age, int) or max_age < 1:
+            raise ConfigError(f"head.max_age must be an integer >= 1, got {max_age!r}")
+        super().__init__(in_features, num_outputs)
+        self.max_age = max_age
+
+    def age_targets(self, batch: dict, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ages clamped to 0..max_age with unknown ones set to 0, mask of known ages)."""
+        age = torch.as_tensor(batch["age"], device=like.device).float()
+        known = torch.isfinite(age)
+        return torch.where(known, age, torch.zeros_like(age)).clamp(0, self.max_age), known
+
+
+def sample_weights(batch: dict, like: torch.Tensor) -> torch.Tensor | None:
+    weight = batch.get("weight")
+    return None if weight is None else torch.as_tensor(weight, device=like.device).float()
+
+
+def masked_mean(per_sample: torch.Tensor, known: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean of per-sample losses over the known samples (0 if there are none).
+
+    Unknown samples are zeroed with ``where`` rather than multiplied, so a NaN there cannot leak in.
+    """
+    w = known.float() if weight is None else known.float() * weight
+    per_sample = torch.where(known, per_sample, torch.zeros_like(per_sample))
+    return (per_sample * w).sum() / w.sum().clamp_min(1e-12)

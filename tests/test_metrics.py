@@ -1,0 +1,97 @@
+"""AgeMetrics on hand-made predictions with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agelab.groups import age_to_group
+from agelab.metrics import AgeMetrics, CumulativeScore, ages_to_groups, gender_tensor
+
+NAN = float("nan")
+TARGETS = [0, 1, 2, 3, 4, 5, 6, 7, 4, 4]
+PREDS = [0, 2, 2, 3, 5, 5, 3, 7, 4, 1]  # 6 exact, 2 more within one group, 2 off by three
+
+
+def group_batch(preds, targets):
+    return {"group": torch.tensor(preds)}, {"group": torch.tensor(targets), "age": torch.full((len(targets),), NAN)}
+
+
+def test_group_accuracy_one_off_and_confusion_matrix():
+    metrics = AgeMetrics()
+    metrics.update(*group_batch(PREDS[:4], TARGETS[:4]))  # two batches accumulate
+    metrics.update(*group_batch(PREDS[4:], TARGETS[4:]))
+    out = metrics.compute()
+    assert out["acc"].item() == pytest.approx(0.6)
+    assert out["one_off"].item() == pytest.approx(0.8)
+    confusion = out["confusion"]
+    assert confusion.shape == (8, 8) and confusion.sum() == 10 and out["n_group"] == 10
+    assert confusion[4].tolist() == [0, 1, 0, 0, 1, 1, 0, 0]  # true 25-32: one right, one to 4-6, one to 38-43
+    assert confusion[6, 3] == 1 and confusion.diagonal().sum() == 6
+    assert torch.allclose(out["confusion_normalized"][4], torch.tensor([0, 1, 0, 0, 1, 1, 0, 0]) / 3.0)
+    # Per class (true rows / predicted columns), by hand:
+    recall = [1, 0, 1, 1, 1 / 3, 1, 0, 1]
+    precision = [1, 0, 1 / 2, 1 / 2, 1, 1 / 2, 0, 1]
+    f1 = [2 * p * r / (p + r) if p + r else 0 for p, r in zip(precision, recall)]
+    assert out["recall"].item() == pytest.approx(np.mean(recall), rel=1e-5)
+    assert out["precision"].item() == pytest.approx(np.mean(precision), rel=1e-5)
+    assert out["f1"].item() == pytest.approx(np.mean(f1), rel=1e-5)
+    assert "mae" not in out and "cs_curve" not in out  # no ages known
+
+    metrics.reset()
+    assert metrics.compute() == {}
+
+
+def test_an_age_head_on_group_data_is_scored_through_age_to_group():
+    metrics = AgeMetrics()
+    # 14 lies half way between 8-13 and 15-20: ties go to the older group, as in agelab.groups.
+    metrics.update({"age": torch.tensor([1.0, 30.0, 70.0, 14.0, 34.0])},
+                   {"age": torch.full((5,), NAN), "group": torch.tensor([0, 4, 7, 3, 5])})
+    out = metrics.compute()
+    assert out["acc"].item() == pytest.approx(0.8)  # 34 -> 25-32, one group off
+    assert out["one_off"].item() == pytest.approx(1.0)
+
+
+def test_ages_to_groups_agrees_with_agelab_groups():
+    ages = np.arange(0, 101, 0.25)
+    assert ages_to_groups(torch.tensor(ages)).tolist() == list(age_to_group(ages))
+
+
+def test_mae_cs_curve_and_mae_per_band_gender_race():
+    metrics = AgeMetrics()
+    preds = torch.tensor([5.0, 12.0, 30.0, 75.0, 40.0, 50.0])
+    batch = {"age": torch.tensor([3.0, 10.0, 31.0, 70.0, 50.0, NAN]),  # errors 2, 2, 1, 5, 10; last unknown
+             "group": torch.full((6,), -1), "gender": torch.tensor([0, 1, 1, -1, 0, 1]),
+             "race": torch.tensor([0, 0, 1, 2, -1, 0])}
+    metrics.update({"age": preds}, batch)
+    out = metrics.compute()
+    assert out["n_age"] == 5 and out["mae"].item() == pytest.approx(4.0)
+    curve = out["cs_curve"]
+    assert curve.shape == (16,)
+    assert curve[[0, 1, 2, 4, 5, 9, 10, 15]].tolist() == pytest.approx([0, 0.2, 0.6, 0.6, 0.8, 0.8, 1.0, 1.0])
+    assert out["cs5"].item() == pytest.approx(0.8)
+    bands = {k: round(v.item(), 4) for k, v in out.items() if k.startswith("mae_age_")}
+    assert bands == {"mae_age_0-9": 2, "mae_age_10-19": 2, "mae_age_30-39": 1, "mae_age_50-59": 10, "mae_age_70plus": 5}
+    assert out["mae_gender_f"].item() == pytest.approx(6.0) and out["mae_gender_m"].item() == pytest.approx(1.5)
+    assert {k: v.item() for k, v in out.items() if k.startswith("mae_race_")} == {
+        "mae_race_0": 2.0, "mae_race_1": 1.0, "mae_race_2": 5.0}
+    assert "acc" not in out  # no groups known
+
+
+def test_gender_accuracy_for_multitask_predictions():
+    metrics = AgeMetrics()
+    metrics.update({"age": torch.tensor([20.0, 30.0, 40.0]), "gender": torch.tensor([1, 0, 0])},
+                   {"age": torch.tensor([20.0, 30.0, 40.0]), "gender": ["m", "m", "?"]})
+    assert metrics.compute()["gender_acc"].item() == pytest.approx(0.5)
+
+
+def test_gender_codes_from_tensors_and_strings():
+    assert gender_tensor(torch.tensor([0, 1, -1, 5])).tolist() == [0, 1, -1, -1]
+    assert gender_tensor(["f", "M", "", None]).tolist() == [0, 1, -1, -1]
+
+
+def test_cumulative_score_alone_keeps_its_interface():
+    cs = CumulativeScore(max_theta=3)
+    cs.update(torch.tensor([1.0, 5.0]), torch.tensor([1.0, 3.0]))
+    assert cs.compute().tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])
