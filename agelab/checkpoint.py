@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agelab.errors import ConfigError
+from agelab.models.pretrained import without_pretrained_weights
 from agelab.module import AgeModule
 from agelab.tracking import CONFIG_KEY
 
@@ -29,7 +30,7 @@ def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
     if CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{path}: checkpoint has no stored config (was it written by agelab.train?)")
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    model = instantiate(cfg.model)
+    model = instantiate(without_pretrained_weights(cfg.model))  # the checkpoint holds the trained weights
     head = instantiate(cfg.head, in_features=model.out_features)
     module = AgeModule(model=model, head=head, optimizer=None, channels_last=False)
     module.load_state_dict(checkpoint["state_dict"])
