@@ -1,0 +1,184 @@
+"""The models predict can run: a PyTorch checkpoint or an exported ONNX file.
+
+A backend knows its input size, the face-crop settings its model was trained with, how to turn
+uint8 face crops into its input batch, and how to run a batch. ``run`` returns numpy arrays:
+``age`` and ``std`` always (years), ``probs`` and ``group`` for group heads, ``p_male`` for heads
+with a gender output.
+
+The ONNX backend needs onnxruntime, OpenCV and numpy only: it never imports PyTorch, so an
+exported model runs where PyTorch is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from agelab.config import CONF_DIR, crop_margin
+from agelab.errors import ConfigError
+from agelab.groups import GROUP_CENTRES
+from agelab.inference.preprocess import eval_batch
+
+FACES_CONFIG = CONF_DIR / "faces" / "default.yaml"
+CROPPER_METADATA = "agelab.cropper"  # ONNX metadata key: JSON of the FaceCropper settings, when present
+
+
+def default_face_settings(input_size: int) -> dict:
+    """conf/faces/default.yaml, with the crop stored at the margin the eval transform centre-crops from."""
+    settings = OmegaConf.to_container(OmegaConf.load(FACES_CONFIG))
+    settings.pop("_target_", None)
+    settings["output_size"] = crop_margin(input_size)
+    return settings
+
+
+def checkpoint_face_settings(cfg: DictConfig) -> dict:
+    """The FaceCropper settings the checkpoint's training data was prepared with, else the defaults."""
+    stored = OmegaConf.select(cfg, "data.source.cropper")
+    if stored is None:  # built-in synthetic faces: never cropped from photos
+        return default_face_settings(int(cfg.model.input_size))
+    settings = OmegaConf.to_container(stored, resolve=True)
+    settings.pop("_target_", None)
+    return settings
+
+
+def group_outputs(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Age stand-in and spread of a group distribution, as the group heads decode them (agelab.heads.ce)."""
+    probs = np.asarray(probs, np.float32)
+    age = probs @ GROUP_CENTRES.astype(np.float32)
+    var = probs @ np.square(GROUP_CENTRES).astype(np.float32) - np.square(age)
+    return {"age": age, "std": np.sqrt(np.clip(var, 0, None)), "probs": probs, "group": probs.argmax(axis=1)}
+
+
+class TorchBackend:
+    """A checkpoint written by agelab.train; crops go through the eval transform stored in it."""
+
+    name = "torch"
+
+    def __init__(self, ckpt: str | Path, device: str = "cpu", threads: int | None = None):
+        import torch
+        from hydra.utils import instantiate
+
+        from agelab.checkpoint import load_module
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:
+            raise ConfigError(f"device: {device!r} is not a torch device ({exc})") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={device}: CUDA is not available on this machine (use device=cpu)")
+        module, cfg = load_module(ckpt)
+        self.module, self.cfg = module.to(self.device), cfg
+        self.input_size = int(cfg.model.input_size)
+        self.task = getattr(module.head, "task", "age")
+        self.transform = instantiate(OmegaConf.select(cfg, "data.eval_transform") or cfg.augment.eval)
+        self.face_settings = checkpoint_face_settings(cfg)
+
+    def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
+        return np.stack([np.asarray(self.transform(image=c)["image"], dtype=np.float32) for c in crops])
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        out = {k: v.float().cpu().numpy() for k, v in out.items()}
+        if self.task == "group":
+            result = group_outputs(out["probs"])
+            result.update(age=out["age"], std=out["std"])  # the head's own decoding
+        else:
+            result = {"age": out["age"], "std": out.get("std", np.full_like(out["age"], np.nan))}
+        if "p_male" in out:
+            result["p_male"] = out["p_male"]
+        return result
+
+
+class OnnxBackend:
+    """An ONNX model written by agelab.export, run by onnxruntime on the CPU.
+
+    Input: the first graph input, a float32 (N, 3, S, S) batch in [-1, 1]; S is read from its
+    shape (``input_size`` is needed only where the shape is symbolic). Outputs are taken by name
+    as agelab.exporting writes them (``age``, ``std`` | ``probs``, optional ``p_male``); a graph
+    with other names is read by position: age, then std. Crop settings: the JSON under the
+    metadata key ``agelab.cropper`` when the file has it, else conf/faces/default.yaml.
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, input_size: int | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"onnx: no model at {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
+            raise ConfigError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_size = self._input_size(path, graph_input.shape, input_size)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.task = "group" if "probs" in self.output_names and "age" not in self.output_names else "age"
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if CROPPER_METADATA in metadata:
+            self.face_settings = json.loads(metadata[CROPPER_METADATA])
+        else:
+            self.face_settings = default_face_settings(self.input_size)
+
+    @staticmethod
+    def _input_size(path: Path, shape, given: int | None) -> int:
+        if len(shape) != 4 or shape[1] not in (3, "3"):
+            raise ConfigError(f"{path}: expected an (N, 3, S, S) image input, the model takes {shape}")
+        height, width = shape[2], shape[3]
+        if isinstance(height, int) and isinstance(width, int):
+            if height != width:
+                raise ConfigError(f"{path}: the input is {height}x{width}; predict feeds square faces")
+            if given is not None and int(given) != height:
+                raise ConfigError(f"input_size={given} but {path} takes {height}x{width} images")
+            return height
+        if given is None:
+            raise ConfigError(f"{path}: the input size is not fixed in the model ({shape}); give input_size=<pixels>")
+        return int(given)
+
+    def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
+        return eval_batch(crops, self.input_size)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        named = dict(zip(self.output_names, values))
+        if self.task == "group":
+            result = group_outputs(named["probs"])
+        elif "age" in named:
+            result = {"age": named["age"], "std": named.get("std", np.full_like(named["age"], np.nan))}
+        else:  # foreign names: age first, then std
+            result = {"age": values[0], "std": values[1] if len(values) > 1 else np.full_like(values[0], np.nan)}
+        result = {k: np.asarray(v) if k == "probs" else np.asarray(v).reshape(-1) for k, v in result.items()}
+        if "p_male" in named:
+            result["p_male"] = np.asarray(named["p_male"]).reshape(-1)
+        return result
+
+
+def load_backend(ckpt: str | None = None, onnx: str | None = None, device: str = "cpu",
+                 input_size: int | None = None, threads: int | None = None):
+    """The backend for exactly one of ``ckpt`` and ``onnx``."""
+    if bool(ckpt) == bool(onnx):
+        raise ConfigError("give exactly one model: ckpt=<checkpoint from agelab.train> or onnx=<model.onnx from agelab.export>")
+    if onnx:
+        return OnnxBackend(onnx, input_size=input_size, threads=threads)
+    if input_size is not None:
+        raise ConfigError("input_size applies to ONNX models only; a checkpoint knows its input size")
+    return TorchBackend(ckpt, device=device, threads=threads)
+

@@ -1,0 +1,74 @@
+"""What to predict on: one photo, one video, or every photo in a folder tree.
+
+A folder is searched recursively, in sorted order. Files with a photo or video extension are
+predicted; any other file is listed with status ``unsupported`` (so nothing is skipped silently). Symbolic
+links are followed only while they stay inside the folder: a link (to a file or a folder) that
+resolves outside it is listed as ``link_outside`` and not read; a link back to a folder already
+searched is ignored (no loops).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PHOTO, VIDEO = "photo", "video"
+UNSUPPORTED, LINK_OUTSIDE = "unsupported", "link_outside"
+
+# What OpenCV decodes (agelab.data.faces.read_image), and what cv2.VideoCapture opens through FFmpeg.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                              ".pbm", ".pgm", ".ppm", ".pnm", ".jp2"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"})
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    path: Path  # as the user would name it: the folder given joined with the path inside it
+    kind: str  # PHOTO, VIDEO, or a status that says why it is not read (UNSUPPORTED, LINK_OUTSIDE)
+    relative: Path  # inside the folder given (the file's name for a single file): where its outputs go
+
+
+def kind_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return PHOTO if suffix in IMAGE_EXTENSIONS else VIDEO if suffix in VIDEO_EXTENSIONS else UNSUPPORTED
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def collect(input_path: str | Path) -> list[MediaItem]:
+    """The items of a photo, a video or a folder (recursively); raises FileNotFoundError if absent."""
+    path = Path(input_path)
+    if not path.exists() and not path.is_symlink():  # a dangling link is listed (and found unreadable)
+        raise FileNotFoundError(path)
+    if not path.is_dir():
+        return [MediaItem(path, kind_of(path), Path(path.name))]
+    root = path.resolve()
+    items: list[MediaItem] = []
+    visited = {root}
+
+    def walk(folder: Path, shown: Path) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return  # an unreadable sub-folder holds nothing we can list
+        for entry in entries:
+            here, real = shown / entry.name, Path(entry.path)
+            if entry.is_symlink():
+                target = real.resolve()
+                if not _inside(target, root):
+                    items.append(MediaItem(here, LINK_OUTSIDE, here.relative_to(path)))
+                    continue
+                real = target
+            if real.is_dir():
+                resolved = real.resolve()
+                if resolved not in visited:
+                    visited.add(resolved)
+                    walk(real, here)
+            elif real.is_file() or not real.exists():  # a dangling link is reported unreadable
+                items.append(MediaItem(here, kind_of(here), here.relative_to(path)))
+
+    walk(root, path)
+    return items
