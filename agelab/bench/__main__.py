@@ -1,0 +1,39 @@
+"""``python -m agelab.bench <subcommand> [args]``.
+
+Each subcommand is a module of this package with ``main(argv: list[str])``; add one by writing
+the module and naming it in SUBCOMMANDS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "infer": "agelab.bench.infer",  # CPU inference latency: PyTorch eager vs ONNX Runtime fp32 / int8
+    "train": "agelab.bench.train",  # training throughput: model-only ceiling vs the real data path
+}
+
+
+def usage() -> str:
+    return ("usage: python -m agelab.bench <subcommand> [args]   (<subcommand> --help for its options)\n"
+            "subcommands: " + ", ".join(sorted(SUBCOMMANDS)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"error: unknown subcommand {name!r}\n{usage()}", file=sys.stderr)
+        return 2
+    from agelab.cli import run_or_exit
+
+    run_or_exit(importlib.import_module(SUBCOMMANDS[name]).main, rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Do the exported files predict what the PyTorch model predicts? Measured on real batches."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from agelab.exporting.runners import Runner
+
+REFERENCE = "torch"
+
+
+def _numpy(images) -> np.ndarray:
+    return images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+
+
+def agreement(runners: dict[str, Runner], batches: Iterable[dict], task: str = "age",
+              limit: int | None = None) -> dict[str, float]:
+    """Compare every runner with ``runners["torch"]`` over ``batches`` (dicts with "image", "age", "group").
+
+    Returns, for each other runner ``name``: ``{name}_max_abs_diff`` (largest difference of any
+    output value) and for every runner its score: ``{name}_mae`` (years, age heads) or
+    ``{name}_accuracy`` (group heads), plus ``{name}_mae_delta`` / ``{name}_accuracy_delta``
+    against PyTorch, and ``count`` (faces seen). ``limit`` caps the number of faces.
+    """
+    if REFERENCE not in runners:
+        raise ValueError(f"runners need a {REFERENCE!r} reference")
+    max_diff = {name: 0.0 for name in runners if name != REFERENCE}
+    errors: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    seen = 0
+    for batch in batches:
+        images = _numpy(batch["image"]).astype(np.float32)
+        if limit is not None:
+            images = images[:max(0, limit - seen)]
+        if len(images) == 0:
+            break
+        outputs = {name: run(images) for name, run in runners.items()}
+        for name in max_diff:
+            for ours, ref in zip(outputs[name], outputs[REFERENCE]):
+                max_diff[name] = max(max_diff[name], float(np.max(np.abs(ours.astype(np.float64) - ref))))
+        if task == "group":
+            target = _numpy(batch["group"])[:len(images)]
+            for name, out in outputs.items():
+                known = target >= 0
+                errors[name].append((out[0].argmax(axis=1) == target)[known])
+        else:
+            target = _numpy(batch["age"])[:len(images)].astype(np.float64)
+            for name, out in outputs.items():
+                errors[name].append(np.abs(out[0].astype(np.float64) - target))
+        seen += len(images)
+    score = "accuracy" if task == "group" else "mae"
+    result: dict[str, float] = {"count": float(seen)}
+    for name, values in errors.items():
+        result[f"{name}_{score}"] = float(np.concatenate(values).mean()) if values else float("nan")
+    for name, diff in max_diff.items():
+        result[f"{name}_max_abs_diff"] = diff
+        result[f"{name}_{score}_delta"] = result[f"{name}_{score}"] - result[f"{REFERENCE}_{score}"]
+    return result

@@ -1,0 +1,196 @@
+"""Export: ONNX fp32 / int8 and TorchScript agree with PyTorch; the callback, the CLI and the
+MLflow registry record them. One tiny training (with callbacks=export) serves the whole file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
+
+from agelab.checkpoint import load_module
+from agelab.cli import run_or_exit
+from agelab.export import export
+from agelab.exporting import (ExportableAgeModel, agreement, calibration_images, export_onnx, export_torchscript,
+                              ort_runner, quantize_int8, torch_runner, torchscript_runner)
+from agelab.exporting.mlflow_log import register_onnx
+from agelab.exporting.pipeline import ExportResult, eval_batches, eval_dataset
+from agelab.exporting.runners import torch_threads
+from agelab.tracking import RUN_ID_KEY
+from agelab.train import train
+
+from conftest import TINY, compose_config
+
+EXPORT_FILES = {"model.onnx", "model.int8.onnx", "model.ts"}
+# Fewer faces than TINY (under 500 in all: generated in-process, no worker pool to start).
+SMALLER = ["data.source.train_size=256", "data.source.val_size=64", "data.source.test_size=96"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    cfg = compose_config(root, [*TINY, *SMALLER, "trainer.max_epochs=1", "callbacks=export",
+                                "callbacks.export.calibration_size=32", "callbacks.export.latency_runs=2",
+                                "callbacks.export.latency_warmup=1"])
+    metrics = train(cfg)
+    module, stored = load_module(metrics["best_model_path"])
+    datamodule = instantiate(stored.data)
+    client = MlflowClient(f"sqlite:///{root.resolve() / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("agelab").experiment_id])[0]
+    return SimpleNamespace(root=root, ckpt=metrics["best_model_path"], metrics=metrics, module=module, cfg=stored,
+                           datamodule=datamodule, client=client, run=run, export_dir=root / "output" / "export")
+
+
+def faces(trained, count=8) -> np.ndarray:
+    dataset = eval_dataset(trained.datamodule, "test")
+    return np.stack([dataset[i]["image"].numpy() for i in range(count)])
+
+
+def test_fp32_onnx_and_torchscript_agree_with_pytorch(trained, tmp_path):
+    images = faces(trained)
+    wrapper = ExportableAgeModel.from_module(trained.module)
+    assert wrapper.output_names == ("age", "std")
+    path = export_onnx(trained.module, tmp_path / "model.onnx", 64)
+    graph = onnx.load(str(path))
+    assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # one file, no external data
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
+
+    reference = trained.module(torch.from_numpy(images))  # the AgeModule's own decoding
+    age, std = ort_runner(path)(images)
+    assert np.max(np.abs(age - reference["age"].detach().numpy())) < 1e-4
+    assert np.max(np.abs(std - reference["std"].detach().numpy())) < 1e-4
+    # Dynamic batch axis: one face alone gives the same answer as inside the batch.
+    assert abs(ort_runner(path)(images[:1])[0][0] - age[0]) < 1e-4
+
+    ts = torchscript_runner(export_torchscript(trained.module, tmp_path / "model.ts", 64))(images)
+    eager = torch_runner(wrapper)(images)
+    for ours, ref in zip(ts, eager):
+        assert np.max(np.abs(ours - ref)) < 1e-5
+
+
+def test_int8_is_under_half_the_size_and_close_in_mae(trained, tmp_path):
+    fp32 = export_onnx(trained.module, tmp_path / "model.onnx", 64)
+    calibration = calibration_images(trained.datamodule, 32)
+    assert calibration.shape == (32, 3, 64, 64) and -1.0 <= calibration.min() < calibration.max() <= 1.0
+    int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx", calibration)
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    nodes = onnx.load(str(int8)).graph.node
+    ops = [node.op_type for node in nodes]
+    assert ops.count("DequantizeLinear") > ops.count("Conv") > 0  # int8 weights and activations
+    producer = {out: node.op_type for node in nodes for out in node.output}
+    softmax = next(node for node in nodes if node.op_type == "Softmax")
+    assert producer[softmax.input[0]] == "Gemm"  # the logits stay fp32: no Q/DQ before the decoding
+
+    wrapper = ExportableAgeModel.from_module(trained.module)
+    with torch_threads(1):
+        found = agreement({"torch": torch_runner(wrapper), "int8": ort_runner(int8, threads=1)},
+                          eval_batches(trained.datamodule, 32), limit=64)
+    assert found["count"] == 64
+    assert math.isfinite(found["int8_mae_delta"]) and abs(found["int8_mae_delta"]) < 1.0
+    assert found["int8_mae"] == pytest.approx(found["torch_mae"] + found["int8_mae_delta"])
+    assert 0 < found["int8_max_abs_diff"] < 5.0  # quantized, so not bit-equal, but near
+
+
+def test_callback_exports_the_best_checkpoint_into_the_training_run(trained):
+    assert EXPORT_FILES <= {p.name for p in trained.export_dir.iterdir()}
+    client, run_id = trained.client, trained.run.info.run_id
+    assert {a.path for a in client.list_artifacts(run_id, "export")} == {f"export/{f}" for f in [*EXPORT_FILES, "report.txt"]}
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["export/fp32_max_abs_diff"] < 1e-4
+    assert metrics["export/torchscript_max_abs_diff"] < 1e-5
+    assert metrics["export/int8_mb"] < 0.5 * metrics["export/fp32_mb"]
+    assert math.isfinite(metrics["export/int8_mae_delta"])
+    assert metrics["export/check_faces"] == 96  # the whole test split
+    assert 300_000 < metrics["export/num_params"] < 400_000  # smlf_small with the 101-way DEX head
+    for name in ("fp32_torch", "fp32_onnx", "int8_onnx"):
+        assert 0 < metrics[f"export/latency_ms_{name}"] < math.inf
+    # The exported model is the tested one: its MAE is the run's test MAE.
+    assert metrics["export/torch_mae"] == pytest.approx(metrics["test/mae"], abs=1e-3)
+
+    version = client.get_model_version_by_alias("agelab-age", "champion")
+    assert version.run_id == run_id
+    assert float(version.tags["test_mae"]) == pytest.approx(metrics["export/fp32_mae"], abs=1e-5)
+
+
+def test_registry_moves_champion_only_to_a_better_version(trained):
+    uri = trained.client.tracking_uri
+    run_id = trained.run.info.run_id
+    champion = str(trained.client.get_model_version_by_alias("agelab-age", "champion").version)
+    result = ExportResult(trained.export_dir, {"fp32": trained.export_dir / "model.onnx"},
+                          metrics={"export/fp32_mae": 1000.0})
+    worse = register_onnx(uri, run_id, result, "agelab-age", 64)
+    assert not worse["champion"] and int(worse["version"]) > int(champion)
+    assert str(trained.client.get_model_version_by_alias("agelab-age", "champion").version) == champion
+    result.metrics["export/fp32_mae"] = 0.5
+    better = register_onnx(uri, run_id, result, "agelab-age", 64)
+    assert better["champion"]
+    assert str(trained.client.get_model_version_by_alias("agelab-age", "champion").version) == better["version"]
+    assert trained.client.get_model_version("agelab-age", better["version"]).tags["test_mae"] == "0.500000"
+
+
+def export_cfg(trained, out_dir, *overrides):
+    return compose_config(trained.root, [f"out_dir={out_dir}", "calibration_size=16", "check_size=32",
+                                         "latency_runs=0", *overrides], config_name="export")
+
+
+def test_cli_logs_into_the_checkpoint_run_or_a_new_one(trained, tmp_path):
+    result = export(export_cfg(trained, tmp_path / "a", f"ckpt={trained.ckpt}", "registered_model_name=null"))
+    assert {p.name for p in result.out_dir.iterdir()} == EXPORT_FILES
+    assert result.metrics["export/check_faces"] == 32
+    run = trained.client.get_run(trained.run.info.run_id)  # the run that wrote the checkpoint
+    assert run.data.tags["export.ckpt"] == str(Path(trained.ckpt).resolve())
+    assert run.data.metrics["export/check_faces"] == 32  # the latest export's value
+
+    checkpoint = torch.load(trained.ckpt, weights_only=True)
+    checkpoint.pop(RUN_ID_KEY)
+    orphan = tmp_path / "orphan.ckpt"
+    torch.save(checkpoint, orphan)
+    export(export_cfg(trained, tmp_path / "b", f"ckpt={orphan}", "registered_model_name=null"))
+    experiment = trained.client.get_experiment_by_name("agelab-export")
+    runs = trained.client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1 and runs[0].data.metrics["export/fp32_max_abs_diff"] < 1e-4
+    assert {a.path for a in trained.client.list_artifacts(runs[0].info.run_id, "export")} >= {"export/model.onnx"}
+
+
+class TinyBackbone(torch.nn.Module):
+    """A stand-in backbone (8x8 input, 16 features): the head's decoding is under test."""
+
+    out_features, input_size = 16, 8
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 8)
+
+    def forward(self, images):
+        return self.conv(images).flatten(1)
+
+
+@pytest.mark.parametrize("head", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "head").glob("*.yaml")))
+def test_every_head_exports_with_its_decoding_in_the_graph(tmp_path, head):
+    cfg = compose_config(tmp_path, [f"head={head}"])
+    torch.manual_seed(0)
+    wrapper = ExportableAgeModel(TinyBackbone(), instantiate(cfg.head, in_features=16)).eval()
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
+    outputs = ort_runner(export_onnx(wrapper, tmp_path / "model.onnx", 8))(images)
+    assert len(outputs) == len(wrapper.output_names) >= 1
+    for ours, ref in zip(outputs, torch_runner(wrapper)(images)):
+        assert ours.shape == ref.shape and np.max(np.abs(ours - ref)) < 1e-4
+
+
+@pytest.mark.parametrize("ckpt, message", [(None, "ckpt: give the checkpoint"), ("missing.ckpt", "no checkpoint at"),
+                                           ("bad.ckpt", "not a loadable agelab checkpoint")])
+def test_cli_errors_are_one_line(trained, tmp_path, capsys, ckpt, message):
+    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    overrides = [f"ckpt={tmp_path / ckpt}"] if ckpt else []
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(export, export_cfg(trained, tmp_path / "out", *overrides))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
