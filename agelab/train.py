@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.callbacks import CheckpointRunId
 from agelab.cli import run_or_exit
+from agelab.data.report import DataReport
 from agelab.errors import ConfigError
 from agelab.tracking import flatten_config
 
@@ -23,8 +24,32 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
+def missing_values(node, prefix: str = "") -> list[str]:
+    """Keys still ``???`` in a plain (unresolved) config container, e.g. ["data.root"]."""
+    if isinstance(node, dict):
+        children = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        children = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return []
+    found = []
+    for key, value in children:
+        found += [key] if value == "???" else missing_values(value, key)
+    return found
+
+
+def require_values(cfg: DictConfig) -> None:
+    """One clear line for a mandatory value left out (``???`` in the config, e.g. data.root)."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    missing = [k for k in missing_values(plain) if not k.startswith("hydra.")]
+    if missing:
+        value = "<dataset folder>" if missing[0] == "data.root" else "<value>"
+        raise ConfigError(f"{missing[0]} is required: pass {missing[0]}={value}")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric (train/val/test)."""
+    require_values(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.ckpt_path:
         if not Path(cfg.ckpt_path).is_file():
@@ -40,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module.model = torch.compile(module.model)
     logger = instantiate(cfg.logger, resume_from=cfg.ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks.append(DataReport())  # faces kept/dropped and split sizes, printed and logged to the run
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     for callback in callbacks:
         if isinstance(callback, CheckpointRunId):

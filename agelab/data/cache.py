@@ -16,6 +16,7 @@ import pandas as pd
 from agelab.errors import DataError
 
 IMAGES, RECORDS = "images.npy", "records.csv"
+TEXT_COLUMNS = {"subject": str, "path": str}
 
 
 def cache_exists(folder: str | Path) -> bool:
@@ -44,7 +45,8 @@ def load_cache(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     if not cache_exists(folder):
         raise DataError(f"no face cache in {folder}: expected {IMAGES} and {RECORDS} (run python -m agelab.prepare)")
     images = np.load(folder / IMAGES, mmap_mode="r")
-    records = pd.read_csv(folder / RECORDS)
+    # Ids like MORPH II's "070081" must stay text (read as numbers they lose their leading zeros).
+    records = pd.read_csv(folder / RECORDS, dtype=TEXT_COLUMNS)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(records):
         raise DataError(f"{folder / IMAGES}: shape {images.shape} does not match {len(records)} records")
     return images, records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, DataError
 
 
 class FaceDataset(Dataset):
@@ -57,11 +58,15 @@ class FaceDataModule(pl.LightningDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, max_age: int = 100, root: str | None = None,
                  fold: int | None = None, augment_on: str = "cpu", device_train_transform: Callable | None = None,
-                 device_eval_transform: Callable | None = None, device_cache: bool = False):
+                 device_eval_transform: Callable | None = None, device_cache: bool = False, layout: str | None = None):
         super().__init__()
         # Facts about the data that other config nodes interpolate: the oldest label (age heads size
         # their outputs from it), the dataset folder and the test fold (the source reads them).
         self.max_age, self.root, self.fold = max_age, root, fold
+        if root is not None and not Path(str(root)).expanduser().is_dir():
+            # Fail before any run starts; ``layout`` says what the folder must hold.
+            expected = f" (it should hold {layout})" if layout else ""
+            raise DataError(f"data.root {root} is not a folder{expected}")
         for name, value in {"data.batch_size": batch_size, "data.eval_batch_size": eval_batch_size or batch_size}.items():
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -84,6 +89,15 @@ class FaceDataModule(pl.LightningDataModule):
         self.loader_args = {"num_workers": num_workers, "pin_memory": pin_memory,
                             "persistent_workers": persistent_workers and num_workers > 0}
         self.datasets: dict[str, FaceDataset] = {}
+        self._source_prepared = False
+
+    def prepare_data(self):
+        """Build the source's face cache. Lightning calls this on one process per node before
+        ``setup`` runs on all of them, so under DDP only one process crops; the others reuse the cache."""
+        prepare = getattr(self.source, "prepare", None)
+        if callable(prepare) and not self._source_prepared:
+            prepare()
+            self._source_prepared = True  # fit then test: read and check the dataset once
 
     def setup(self, stage: str | None = None):
         if self.datasets:

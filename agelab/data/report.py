@@ -1,0 +1,72 @@
+"""What a training run was given: faces kept and dropped (by reason) and the split sizes.
+
+``DataReport`` is a Lightning callback: once the datamodule is set up it prints the counts and
+logs them to the run's loggers (MLflow) as ``data/kept``, ``data/dropped/<reason>`` and
+``data/split/<train|val|test>`` (the train size after any balancing). Sources without drop
+counts (the built-in synthetic faces) log only the split sizes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytorch_lightning as pl
+
+from agelab.data.prepared import format_counts
+
+SPLITS = ("train", "val", "test")
+
+
+def metric_name(text: str) -> str:
+    """A metric-name-safe form of a reason (MLflow allows letters, digits, _ - . / and space)."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", str(text)).strip() or "unknown"
+
+
+def data_metrics(datamodule) -> dict[str, float]:
+    """Counts of the datamodule's source and splits, as metric name -> value."""
+    metrics: dict[str, float] = {}
+    source = getattr(datamodule, "source", None)
+    drops = getattr(source, "drop_counts", None)
+    if isinstance(drops, dict) and hasattr(source, "kept"):
+        metrics["data/kept"] = float(source.kept)
+        for reason, count in drops.items():
+            key = f"data/dropped/{metric_name(reason)}"
+            metrics[key] = metrics.get(key, 0.0) + float(count)  # two reasons may sanitise alike
+    for split, dataset in getattr(datamodule, "datasets", {}).items():
+        if split in SPLITS:
+            metrics[f"data/split/{split}"] = float(len(dataset))
+    return metrics
+
+
+def counts_text(datamodule) -> str:
+    """Console lines: kept/dropped by reason (when the source counts them), then the split sizes."""
+    source = getattr(datamodule, "source", None)
+    lines = []
+    if isinstance(getattr(source, "drop_counts", None), dict) and hasattr(source, "kept"):
+        title = getattr(source, "name", "") or "data"
+        folder = getattr(source, "folder", None)
+        lines.append(format_counts(f"{title} ({folder})" if folder else title, source.kept, source.drop_counts))
+    datasets = getattr(datamodule, "datasets", {})
+    if datasets:
+        lines.append("splits: " + ", ".join(f"{s} {len(datasets[s])}" for s in SPLITS if s in datasets))
+    return "\n".join(lines)
+
+
+class DataReport(pl.Callback):
+    """Prints and logs the data counts once per run, right after the datamodule's setup."""
+
+    def __init__(self):
+        self.reported = False
+
+    def setup(self, trainer, pl_module, stage):
+        datamodule = trainer.datamodule
+        if self.reported or datamodule is None:
+            return
+        metrics = data_metrics(datamodule)
+        if not metrics:
+            return
+        self.reported = True
+        if trainer.is_global_zero:
+            print(counts_text(datamodule), flush=True)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=0)
