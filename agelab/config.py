@@ -61,3 +61,28 @@ def check_targets(cfg, allowed=ALLOWED_TARGET_PREFIXES) -> None:
                 walk(value, f"{where}[{i}]")
 
     walk(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg, "")
+
+
+def missing_values(node, prefix: str = "") -> list[str]:
+    """Keys still ``???`` in a plain (unresolved) config container, e.g. ["data.root"]."""
+    if isinstance(node, dict):
+        children = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        children = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return []
+    found = []
+    for key, value in children:
+        found += [key] if value == "???" else missing_values(value, key)
+    return found
+
+
+def require_values(cfg: DictConfig) -> None:
+    """One clear line for a mandatory value left out (``???`` in the config, e.g. data.root)."""
+    from agelab.errors import ConfigError
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    missing = [k for k in missing_values(plain) if not k.startswith("hydra.")]
+    if missing:
+        value = "<dataset folder>" if missing[0] == "data.root" else "<value>"
+        raise ConfigError(f"{missing[0]} is required: pass {missing[0]}={value}")

@@ -24,38 +24,27 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def missing_values(node, prefix: str = "") -> list[str]:
-    """Keys still ``???`` in a plain (unresolved) config container, e.g. ["data.root"]."""
-    if isinstance(node, dict):
-        children = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in node.items()]
-    elif isinstance(node, list):
-        children = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
-    else:
-        return []
-    found = []
-    for key, value in children:
-        found += [key] if value == "???" else missing_values(value, key)
-    return found
-
-
-def require_values(cfg: DictConfig) -> None:
-    """One clear line for a mandatory value left out (``???`` in the config, e.g. data.root)."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    missing = [k for k in missing_values(plain) if not k.startswith("hydra.")]
-    if missing:
-        value = "<dataset folder>" if missing[0] == "data.root" else "<value>"
-        raise ConfigError(f"{missing[0]} is required: pass {missing[0]}={value}")
+def auto_resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``last.ckpt`` already in this run's checkpoint folder (a restarted command with a fixed
+    ``hydra.run.dir``), so a crashed training picks up where it stopped; None otherwise."""
+    if not cfg.get("auto_resume", True) or "model_checkpoint" not in cfg.callbacks:
+        return None
+    last = Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric (train/val/test)."""
-    require_values(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.ckpt_path:
-        if not Path(cfg.ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path: no checkpoint at {cfg.ckpt_path}")
+    ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
+    if ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
         with open_dict(cfg):  # keep writing checkpoints next to the one we resume from
-            cfg.callbacks.model_checkpoint.dirpath = str(Path(cfg.ckpt_path).parent)
+            cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -63,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(cfg.module, model=model, head=head)
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
-    logger = instantiate(cfg.logger, resume_from=cfg.ckpt_path)
+    logger = instantiate(cfg.logger, resume_from=ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(DataReport())  # faces kept/dropped and split sizes, printed and logged to the run
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -72,10 +61,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             callback.config_yaml = config_yaml
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    if not cfg.ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)
+    if not ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)
         logger.log_hyperparams(flatten_config(cfg))
         logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = _scalars(trainer.callback_metrics)
     trainer.test(module, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
     metrics.update(_scalars(trainer.callback_metrics))
