@@ -11,6 +11,7 @@ import sys
 
 SUBCOMMANDS = {
     "infer": "agelab.bench.infer",  # CPU inference latency: PyTorch eager vs ONNX Runtime fp32 / int8
+    "prepare": "agelab.bench.prepare",  # faces prepared per second per core against decoding alone
     "train": "agelab.bench.train",  # training throughput: model-only ceiling vs the real data path
 }
 
