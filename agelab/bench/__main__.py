@@ -30,9 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"error: unknown subcommand {name!r}\n{usage()}", file=sys.stderr)
         return 2
-    from agelab.cli import run_or_exit
+    from agelab.cli import agelab_cause
 
-    run_or_exit(importlib.import_module(SUBCOMMANDS[name]).main, rest)
+    try:
+        importlib.import_module(SUBCOMMANDS[name]).main(rest)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
+        cause = agelab_cause(exc)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)  # agelab errors: one line, exit code 2
+        return 2
     return 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from agelab.config import compose_config, crop_margin
+from agelab.config import check_targets, compose_config, crop_margin
 from agelab.errors import ConfigError
 from agelab.exporting.checks import agreement
 from agelab.exporting.formats import export_onnx, file_mb
@@ -73,6 +73,7 @@ def build(overrides: list[str], ckpt: str | None, calibration_size: int):
                     cfg.model._target_.rsplit(".", 1)[-1])
         return ExportableAgeModel.from_module(module), cfg, calibration, batches, name
     cfg = compose_config("train", overrides, output_dir=tempfile.gettempdir())
+    check_targets(cfg)
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model)
     head = instantiate(cfg.head, in_features=model.out_features)
