@@ -1,0 +1,177 @@
+"""K-fold cross-validation: ``python -m agelab.cv experiment=levi_synth [folds=5]``.
+
+One training (agelab.train.train) per fold, ``data.fold = 0..folds-1``. Each fold is its own MLflow
+run, nested under a parent run (MLflow tag ``mlflow.parentRunId``) that gets:
+
+* the config as params and the tags of a training run, plus ``cv.folds``;
+* ``<metric>_mean`` and ``<metric>_std`` for every val/ and test/ metric the folds returned
+  (std over folds, ddof=0 as numpy and scikit-learn report it), e.g. ``test/mae_mean``;
+* ``cv/folds.csv``: one row per fold with its run id and metrics;
+* when the folds have group labels: the confusion matrix summed over folds (rows = true group) as
+  ``cv/confusion_sum.csv`` and ``figures/confusion_sum.png`` (counts and row-normalised).
+
+The data config must read ``data.fold`` (adience, fgnet, synth_kfold; see conf/data/split/fold.yaml):
+folds of a config that ignores it would all train on the same split, so that is refused. Each fold
+writes under ``<output_dir>/fold<k>``. ``main`` returns the fold mean of ``optimized_metric``, so
+a sweeper can tune on cross-validated scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from agelab.cli import run_or_exit
+from agelab.errors import ConfigError
+from agelab.tracking import flatten_config
+
+log = logging.getLogger(__name__)
+PARENT_TAG = "mlflow.parentRunId"
+AGGREGATED_PREFIXES = ("val/", "test/")
+CONFUSION_FILE = "test_confusion.npy"
+
+
+class SaveTestConfusion(pl.Callback):
+    """Writes the test confusion matrix (``AgeModule.test_confusion``) to ``path`` as .npy."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_test_end(self, trainer, pl_module):
+        confusion = getattr(pl_module, "test_confusion", None)
+        if confusion is None or not trainer.is_global_zero or confusion.numel() <= 1:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(self.path, confusion.cpu().numpy())
+
+
+def reads_fold(data_cfg: DictConfig) -> bool:
+    """Whether anything in the data config interpolates ``data.fold``."""
+    text = OmegaConf.to_yaml(data_cfg, resolve=False)
+    return "${data.fold}" in text
+
+
+def fold_config(cfg: DictConfig, fold: int, parent_run_id: str, output_dir: Path, run_name: str) -> DictConfig:
+    """The training config of one fold: its test fold, output folder, run name and parent run."""
+    fold_cfg = copy.deepcopy(cfg)
+    fold_dir = output_dir / f"fold{fold}"
+    with open_dict(fold_cfg):
+        fold_cfg.data.fold = fold
+        fold_cfg.paths.output_dir = str(fold_dir)
+        fold_cfg.logger.run_name = f"{run_name}-fold{fold}"
+        tags = fold_cfg.logger.get("tags") or {}
+        fold_cfg.logger.tags = {**OmegaConf.to_container(OmegaConf.create(tags), resolve=False),
+                                PARENT_TAG: parent_run_id, "cv.fold": str(fold)}
+        fold_cfg.callbacks.cv_test_confusion = {"_target_": "agelab.cv.SaveTestConfusion",
+                                                "path": str(fold_dir / CONFUSION_FILE)}
+    return fold_cfg
+
+
+def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """``<name>_mean`` and ``<name>_std`` over the folds for every val/ and test/ metric all folds have."""
+    names = set.intersection(*(set(m) for m in fold_metrics)) if fold_metrics else set()
+    out = {}
+    for name in sorted(n for n in names if n.startswith(AGGREGATED_PREFIXES)):
+        values = np.array([m[name] for m in fold_metrics], dtype=np.float64)
+        out[f"{name}_mean"] = float(values.mean())
+        out[f"{name}_std"] = float(values.std())
+    return out
+
+
+def confusion_figure(confusion: np.ndarray, title: str = "Confusion matrix, summed over folds"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agelab.groups import GROUP_NAMES
+
+    names = list(GROUP_NAMES) if len(confusion) == len(GROUP_NAMES) else [str(i) for i in range(len(confusion))]
+    normalised = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=100)
+    for ax, values, label, fmt in ((axes[0], confusion, "counts", "{:.0f}"), (axes[1], normalised, "row-normalised", "{:.2f}")):
+        ax.imshow(values, cmap="Blues")
+        for (i, j), value in np.ndenumerate(values):
+            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
+                    color="white" if value > values.max() / 2 else "black")
+        ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+               xlabel="predicted group", ylabel="true group", title=label)
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def cross_validate(cfg: DictConfig) -> dict[str, float]:
+    """Train every fold under one parent MLflow run; returns the aggregated metrics."""
+    from agelab.train import train
+
+    folds = cfg.get("folds")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"folds must be an integer >= 2, got {folds!r}")
+    if not reads_fold(cfg.data):
+        raise ConfigError(f"data={cfg.hydra.runtime.choices.get('data', '?')} does not read data.fold, so every "
+                          "fold would train on the same split; use a data config with folds (adience, fgnet, "
+                          "synth_kfold)")
+    if cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path: resuming is per fold; run python -m agelab.train data.fold=<k> ckpt_path=...")
+    output_dir = Path(cfg.paths.output_dir)
+    run_name = str(cfg.logger.get("run_name") or "cv")
+    tags = OmegaConf.to_container(cfg.logger.get("tags") or OmegaConf.create({}), resolve=True)
+    parent = instantiate(cfg.logger, run_name=f"{run_name}-cv{folds}", tags={**tags, "cv.folds": str(folds)})
+    client, parent_id = parent.experiment, parent.run_id
+    parent.log_hyperparams(flatten_config(cfg))
+    log.info("cross-validation: %d folds under MLflow run %s", folds, parent_id)
+
+    fold_metrics, rows = [], []
+    try:
+        for fold in range(folds):
+            fold_cfg = fold_config(cfg, fold, parent_id, output_dir, run_name)
+            metrics = {k: v for k, v in train(fold_cfg).items() if isinstance(v, float)}
+            fold_metrics.append(metrics)
+            child = client.search_runs([parent.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' "
+                                       f"and tags.`cv.fold` = '{fold}'")
+            rows.append({"fold": fold, "run_id": child[0].info.run_id if child else "",
+                         **{k: v for k, v in metrics.items() if k.startswith(AGGREGATED_PREFIXES)}})
+    except BaseException:
+        parent.finalize("failed")
+        raise
+
+    summary = aggregate(fold_metrics)
+    parent.log_metrics(summary)
+    client.log_text(parent_id, pd.DataFrame(rows).to_csv(index=False), "cv/folds.csv")
+    confusions = [np.load(p) for p in (output_dir / f"fold{k}" / CONFUSION_FILE for k in range(folds)) if p.is_file()]
+    if len(confusions) == folds:
+        total = np.sum(confusions, axis=0).astype(np.int64)
+        buffer = io.StringIO()
+        np.savetxt(buffer, total, fmt="%d", delimiter=",")
+        client.log_text(parent_id, buffer.getvalue(), "cv/confusion_sum.csv")
+        import matplotlib.pyplot as plt
+
+        fig = confusion_figure(total)
+        client.log_figure(parent_id, fig, "figures/confusion_sum.png")
+        plt.close(fig)
+    parent.finalize("success")
+    shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test/")}
+    log.info("cross-validation over %d folds: %s", folds, shown)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="cv")
+def main(cfg: DictConfig) -> float | None:
+    summary = run_or_exit(cross_validate, cfg)
+    metric = cfg.get("optimized_metric")
+    return summary.get(f"{metric}_mean") if metric else None
+
+
+if __name__ == "__main__":
+    main()
