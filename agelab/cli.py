@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from omegaconf import DictConfig
+
 from agelab.config import check_targets, require_values
 from agelab.errors import AgelabError
 
@@ -22,8 +24,9 @@ def agelab_cause(exc: BaseException) -> AgelabError | None:
 def run_or_exit(fn, cfg, *args, **kwargs):
     """``fn(cfg, ...)`` after checking the config's ``_target_``s; agelab errors end in one line, exit 2."""
     try:
-        check_targets(cfg)
-        require_values(cfg)
+        if isinstance(cfg, DictConfig):  # (the bench subcommands pass an argv list instead)
+            check_targets(cfg)
+            require_values(cfg)
         return fn(cfg, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
         cause = agelab_cause(exc)

@@ -61,7 +61,7 @@ def test_tiny_training_beats_mean_baseline_and_is_tracked(tmp_path):
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "figures", "checkpoints"} <= artifacts
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/cs_curve.png"]
+    assert "figures/cs_curve.png" in [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
     ckpts = client.list_artifacts(run.info.run_id, "checkpoints")
     assert len(ckpts) == 1 and ckpts[0].path.endswith(".ckpt")
     # Artifacts live under <root>/mlruns, beside mlflow.db.

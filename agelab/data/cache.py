@@ -29,7 +29,8 @@ def save_cache(folder: str | Path, images: np.ndarray, records: pd.DataFrame) ->
     if len(images) != len(records):
         raise ValueError(f"{len(images)} images but {len(records)} records")
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_images, tmp_records = folder / (IMAGES + ".tmp"), folder / (RECORDS + ".tmp")
+    # Per-process temporary names: parallel jobs building the same cache never write one file.
+    tmp_images, tmp_records = folder / f"{IMAGES}.{os.getpid()}.tmp", folder / f"{RECORDS}.{os.getpid()}.tmp"
     with open(tmp_images, "wb") as f:
         np.save(f, np.ascontiguousarray(images, dtype=np.uint8))
     records.to_csv(tmp_records, index=False)

@@ -37,10 +37,14 @@ class SynthSource:
         key = hashlib.sha1(json.dumps([self.spec.__dict__, self.sizes], sort_keys=True).encode()).hexdigest()[:10]
         self.folder = Path(cache_dir) / f"synth-{key}"
 
-    def load(self) -> tuple[np.ndarray, pd.DataFrame]:
+    def prepare(self) -> None:
+        """Build the cache if it is missing (the datamodule calls this once per node)."""
         if not cache_exists(self.folder):
             log.info("generating %d synthetic faces into %s", self.spec.count, self.folder)
             images, records = generate(self.spec)
             records["split"] = np.repeat(list(self.sizes), list(self.sizes.values()))
             save_cache(self.folder, images, records)
+
+    def load(self) -> tuple[np.ndarray, pd.DataFrame]:
+        self.prepare()
         return load_cache(self.folder)
