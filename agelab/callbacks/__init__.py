@@ -4,3 +4,9 @@ from agelab.callbacks.run_artifacts import BestCheckpointArtifact, CheckpointRun
 from agelab.callbacks.figures import CSCurveFigure
 
 __all__ = ["CheckpointRunId", "BestCheckpointArtifact", "CSCurveFigure"]
+from agelab.callbacks.confusion import ConfusionMatrixFigure  # noqa: E402
+from agelab.callbacks.error_breakdown import MAEBreakdownFigure  # noqa: E402
+from agelab.callbacks.learning_curves import LearningCurvesFigure  # noqa: E402
+from agelab.callbacks.worst_predictions import WorstPredictionsFigure  # noqa: E402
+
+__all__ += ["ConfusionMatrixFigure", "MAEBreakdownFigure", "LearningCurvesFigure", "WorstPredictionsFigure"]

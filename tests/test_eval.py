@@ -1,0 +1,112 @@
+"""agelab.eval: a checkpoint re-tested on its own split gives the training run's numbers, in a new
+MLflow run linked to the training run, with the same figures; other splits, data and bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from agelab.errors import ConfigError
+from agelab.eval import evaluate_and_print
+from agelab.evaluation import (SPLIT_TAG, TRAINED_RUN_TAG, checkpoint_data_config, command_line_overrides,
+                               data_from_checkpoint, evaluate)
+
+from conftest import compose_config
+from test_figures import TRAINING_FIGURES, trained_run
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
+EVAL_FIGURES = TRAINING_FIGURES - {"figures/learning_curves.png"}  # no fitting, no learning curves
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+def eval_config(trained, *overrides):
+    return compose_config(trained.root, [*QUIET, *overrides], config_name="eval")
+
+
+def test_eval_reproduces_the_test_metrics_in_a_linked_run(trained, capsys):
+    result = evaluate_and_print(eval_config(trained, f"ckpt={trained.ckpt}"))
+    training = trained.run.data.metrics
+    for name in ("mae", "cs5", "acc", "one_off", "f1", "loss"):
+        assert result.metrics[name] == pytest.approx(training[f"test/{name}"], abs=1e-4), name
+    assert result.metrics["n_age"] == 96 and result.data_from_checkpoint
+
+    client = trained.client
+    run = client.get_run(result.run_id)
+    assert result.run_id != trained.run_id and run.info.status == "FINISHED"
+    assert run.info.experiment_id == trained.run.info.experiment_id  # same experiment as the training
+    assert run.data.tags[TRAINED_RUN_TAG] == trained.run_id and run.data.tags[SPLIT_TAG] == "test"
+    assert run.data.tags["model"] == trained.run.data.tags["model"] == "simple_cnn"
+    assert run.data.metrics["test/mae"] == pytest.approx(training["test/mae"], abs=1e-4)
+    assert {a.path for a in client.list_artifacts(result.run_id, "figures")} == EVAL_FIGURES
+    assert [a.path for a in client.list_artifacts(result.run_id, "metrics")] == ["metrics/confusion_matrix.json"]
+    assert [a.path for a in client.list_artifacts(result.run_id, "config")] == ["config/eval.yaml"]
+    printed = capsys.readouterr().out
+    assert "mae_age_" in printed and f"{result.metrics['mae']:.4f}" in printed and result.run_id in printed
+
+
+def test_eval_of_the_val_split_from_an_mlflow_uri(trained):
+    """runs:/<id>/checkpoints/<file> is fetched from the store; split=val matches the best epoch's val/mae."""
+    (artifact,) = trained.client.list_artifacts(trained.run_id, "checkpoints")
+    result = evaluate(eval_config(trained, f"ckpt=runs:/{trained.run_id}/{artifact.path}", "split=val",
+                                  "+data.eval_batch_size=16"))
+    best_epoch = torch.load(trained.ckpt, weights_only=True)["epoch"]
+    history = {m.step: m.value for m in trained.client.get_metric_history(trained.run_id, "val/mae")}
+    val_mae = [value for _, value in sorted(history.items())][best_epoch]
+    assert result.metrics["mae"] == pytest.approx(val_mae, abs=1e-4) and result.metrics["n_age"] == 64
+    assert trained.client.get_run(result.run_id).data.tags[SPLIT_TAG] == "val"
+
+
+def test_choosing_data_composes_it_for_the_checkpoints_model(trained):
+    result = evaluate(eval_config(trained, f"ckpt={trained.ckpt}", "data=synth", "data.source.train_size=16",
+                                  "data.source.val_size=16", "data.source.test_size=24", "data.source.image_size=72",
+                                  "data.num_workers=0", "data.source.seed=5"))
+    assert not result.data_from_checkpoint and result.metrics["n_age"] == 24
+    assert trained.client.get_run(result.run_id).data.tags["eval.data"] == "synth"
+
+
+def test_data_overrides_apply_to_the_checkpoints_data(tmp_path):
+    cfg = compose_config(tmp_path, ["data.batch_size=8", "~data.pin_memory", "+data.eval_batch_size=4"],
+                         config_name="eval")
+    overrides = command_line_overrides(cfg)
+    assert data_from_checkpoint(cfg, overrides)
+    stored = OmegaConf.create({"data": {"batch_size": 64, "pin_memory": True, "source": {"seed": 0}}})
+    data = checkpoint_data_config(stored, overrides)
+    assert data.batch_size == 8 and data.eval_batch_size == 4 and "pin_memory" not in data
+    assert stored.data.batch_size == 64  # the stored config is left as it was
+    chosen = compose_config(tmp_path, ["data=synth"], config_name="eval")
+    assert not data_from_checkpoint(chosen, command_line_overrides(chosen))  # data=<name>: compose it
+    with open_dict(chosen):
+        chosen.data_from_checkpoint = True
+    assert data_from_checkpoint(chosen, command_line_overrides(chosen))  # unless told otherwise
+
+
+def test_a_checkpoint_naming_code_outside_the_allow_list_is_refused(tmp_path):
+    marker = tmp_path / "owned"
+    bad = tmp_path / "evil.ckpt"
+    config = {"model": {"_target_": "os.system", "command": f"touch {marker}"}, "head": {}, "data": {}}
+    torch.save({"state_dict": {}, "agelab_config": OmegaConf.to_yaml(OmegaConf.create(config))}, bad)
+    with pytest.raises(ConfigError, match=r"model._target_='os.system' is not allowed"):
+        evaluate(compose_config(tmp_path, [f"ckpt={bad}"], config_name="eval"))
+    assert not marker.exists()
+    with pytest.raises(ConfigError, match="split must be one of train, val, test"):
+        evaluate(compose_config(tmp_path, [f"ckpt={bad}", "split=all"], config_name="eval"))
+
+
+def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "agelab.eval", f"paths.root_dir={tmp_path}", "ckpt=/no/such.ckpt"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: no checkpoint at /no/such.ckpt"]
+    assert not (tmp_path / "mlflow.db").exists()  # failed before any run was created
