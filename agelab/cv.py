@@ -87,30 +87,6 @@ def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def confusion_figure(confusion: np.ndarray, title: str = "Confusion matrix, summed over folds"):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from agelab.groups import GROUP_NAMES
-
-    names = list(GROUP_NAMES) if len(confusion) == len(GROUP_NAMES) else [str(i) for i in range(len(confusion))]
-    normalised = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=100)
-    for ax, values, label, fmt in ((axes[0], confusion, "counts", "{:.0f}"), (axes[1], normalised, "row-normalised", "{:.2f}")):
-        ax.imshow(values, cmap="Blues")
-        for (i, j), value in np.ndenumerate(values):
-            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > values.max() / 2 else "black")
-        ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-               xlabel="predicted group", ylabel="true group", title=label)
-        ax.tick_params(axis="x", rotation=45)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def cross_validate(cfg: DictConfig) -> dict[str, float]:
     """Train every fold under one parent MLflow run; returns the aggregated metrics."""
     from agelab.train import train
@@ -155,11 +131,13 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         buffer = io.StringIO()
         np.savetxt(buffer, total, fmt="%d", delimiter=",")
         client.log_text(parent_id, buffer.getvalue(), "cv/confusion_sum.csv")
-        import matplotlib.pyplot as plt
+        from agelab.callbacks.figures import confusion_figure, plt
+        from agelab.groups import GROUP_NAMES
 
-        fig = confusion_figure(total)
-        client.log_figure(parent_id, fig, "figures/confusion_sum.png")
-        plt.close(fig)
+        for suffix, normalized in (("", False), ("_normalized", True)):
+            fig = confusion_figure(total, GROUP_NAMES, normalized=normalized, title="Confusion matrix, summed over folds")
+            client.log_figure(parent_id, fig, f"figures/confusion_sum{suffix}.png")
+            plt.close(fig)
     parent.finalize("success")
     shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test/")}
     log.info("cross-validation over %d folds: %s", folds, shown)

@@ -98,7 +98,8 @@ def test_cv_nests_one_run_per_fold_under_a_parent_with_mean_and_std(tmp_path):
     confusion = np.loadtxt(client.download_artifacts(parent.info.run_id, "cv/confusion_sum.csv", str(tmp_path)),
                            delimiter=",")
     assert confusion.shape == (8, 8) and confusion.sum() == 60
-    assert [a.path for a in client.list_artifacts(parent.info.run_id, "figures")] == ["figures/confusion_sum.png"]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "figures")] == [
+        "figures/confusion_sum.png", "figures/confusion_sum_normalized.png"]
     # Every fold wrote its checkpoints in its own folder.
     assert all((tmp_path / "output" / f"fold{k}" / "checkpoints" / "last.ckpt").is_file() for k in range(3))
 
