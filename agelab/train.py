@@ -24,6 +24,16 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
+def build_module(cfg: DictConfig):
+    """The LightningModule of ``cfg``: model -> head sized to the model's features, compiled if asked."""
+    model = instantiate(cfg.model)
+    head = instantiate(cfg.head, in_features=model.out_features)
+    module = instantiate(cfg.module, model=model, head=head)
+    if cfg.get("compile"):
+        module.model = torch.compile(module.model)
+    return module
+
+
 def auto_resume_checkpoint(cfg: DictConfig) -> str | None:
     """``last.ckpt`` already in this run's checkpoint folder (a restarted command with a fixed
     ``hydra.run.dir``), so a crashed training picks up where it stopped; None otherwise."""
@@ -47,11 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
-    head = instantiate(cfg.head, in_features=model.out_features)
-    module = instantiate(cfg.module, model=model, head=head)
-    if cfg.get("compile"):
-        module.model = torch.compile(module.model)
+    module = build_module(cfg)
     logger = instantiate(cfg.logger, resume_from=ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(DataReport())  # faces kept/dropped and split sizes, printed and logged to the run

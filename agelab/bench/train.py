@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from agelab.config import compose_config
+from agelab.train import build_module
 
 
 def _sync(device: torch.device) -> None:
@@ -27,20 +28,11 @@ def _device(cfg) -> torch.device:
     return torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
 
 
-def _build_module(cfg):
-    model = instantiate(cfg.model)
-    head = instantiate(cfg.head, in_features=model.out_features)
-    module = instantiate(cfg.module, model=model, head=head)
-    if cfg.get("compile"):
-        module.model = torch.compile(module.model)
-    return module
-
-
 def model_ceiling(cfg, warmup: int, steps: int) -> float:
     """img/s of optimiser steps on synthetic batches already on the device."""
     device = _device(cfg)
     torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", False))  # as the Trainer will set it
-    module = _build_module(cfg).to(device).train()
+    module = build_module(cfg).to(device).train()
     optimizer = instantiate(cfg.optimizer)(params=module.parameters())  # the same optimiser as training
     size, batch = cfg.model.input_size, cfg.data.batch_size
     images = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
@@ -88,7 +80,7 @@ class _Throughput(pl.Callback):
 def end_to_end(cfg, warmup: int, steps: int) -> float:
     """img/s of a real fit: cache -> loader -> augmentation -> optimiser step."""
     datamodule = instantiate(cfg.data)
-    module = _build_module(cfg)
+    module = build_module(cfg)
     meter = _Throughput(warmup)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[meter], enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False, max_steps=warmup + steps,
