@@ -37,3 +37,22 @@ def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
     module = AgeModule(model=model, head=head, optimizer=None, channels_last=False)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), cfg
+
+
+def load_weights(module: torch.nn.Module, path: str | Path) -> None:
+    """Start ``module`` (an AgeModule) from the weights of an agelab checkpoint: same model and head
+    (a fresh optimiser, schedule and MLflow run: fine-tuning, pruning). Mismatches name the layers."""
+    state = read_checkpoint(path).get("state_dict")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: checkpoint has no state_dict")
+    own = module.state_dict()
+    state = {k.replace("model._orig_mod.", "model."): v for k, v in state.items()}  # saved from a compiled model
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        details = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
+                   (("missing", missing), ("unexpected", unexpected), ("different shape", wrong_shape)) if keys]
+        raise ConfigError(f"{path}: weights do not fit this model and head ({'; '.join(details)}); "
+                          "use the model=, head= and data= it was trained with")
+    module.load_state_dict(state)

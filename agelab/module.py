@@ -121,7 +121,7 @@ class AgeModule(pl.LightningModule):
         logits = self.logits(batch["image"])
         if stage == "train" and self.weight_table is not None:
             batch = {**batch, "weight": self._sample_weights(batch)}
-        loss = self.head.loss(logits, batch)
+        loss = self.compute_loss(logits, batch, stage)
         if not torch.isfinite(loss):
             if not self.skip_nonfinite_loss:
                 raise NonFiniteLossError(
@@ -136,6 +136,10 @@ class AgeModule(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=len(batch["image"]))
         return loss
+
+    def compute_loss(self, logits: torch.Tensor, batch: dict, stage: str) -> torch.Tensor:
+        """The head's loss; subclasses add terms (knowledge distillation adds the teacher's)."""
+        return self.head.loss(logits, batch)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, batch_idx, "train")  # None skips the optimiser step

@@ -29,6 +29,10 @@ def build_module(cfg: DictConfig):
     model = instantiate(cfg.model)
     head = instantiate(cfg.head, in_features=model.out_features)
     module = instantiate(cfg.module, model=model, head=head)
+    if cfg.get("weights_from"):  # start from trained weights (fine-tuning, pruning); a new run
+        from agelab.checkpoint import load_weights
+
+        load_weights(module, cfg.weights_from)
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
     return module

@@ -119,6 +119,17 @@ def test_callback_exports_the_best_checkpoint_into_the_training_run(trained):
     assert float(version.tags["test_mae"]) == pytest.approx(metrics["export/fp32_mae"], abs=1e-5)
 
 
+def test_onnx_files_carry_the_training_crop_for_predict(trained):
+    from agelab.inference.backends import CROPPER_METADATA, OnnxBackend, checkpoint_face_settings
+
+    expected = checkpoint_face_settings(trained.cfg)
+    for name in ("model.onnx", "model.int8.onnx"):
+        backend = OnnxBackend(trained.export_dir / name)
+        assert backend.face_settings == expected
+        assert CROPPER_METADATA in backend.session.get_modelmeta().custom_metadata_map
+    assert expected["output_size"] == 73  # the eval transform's margin around the 64-pixel crop
+
+
 def test_registry_moves_champion_only_to_a_better_version(trained):
     uri = trained.client.tracking_uri
     run_id = trained.run.info.run_id

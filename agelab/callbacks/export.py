@@ -34,33 +34,34 @@ class ExportCallback(pl.Callback):
         self.registered: dict = {}
 
     @staticmethod
-    def trained_module(trainer, pl_module) -> torch.nn.Module:
-        """The best checkpoint rebuilt on the CPU (as ``python -m agelab.export`` would load it),
-        or a CPU copy of the module in hand when there is no checkpoint with a stored config."""
+    def trained_module(trainer, pl_module) -> tuple[torch.nn.Module, object]:
+        """(the best checkpoint rebuilt on the CPU, as ``python -m agelab.export`` would load it, and
+        its config), or a CPU copy of the module in hand and None without a checkpoint with a config."""
         from agelab.checkpoint import load_module
 
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
             try:
-                return load_module(best)[0]
+                return load_module(best)
             except ConfigError as exc:
                 log.warning("exporting the module in memory: %s", exc)
         model = getattr(pl_module.model, "_orig_mod", pl_module.model)  # unwrap torch.compile
         model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
-        return torch.nn.ModuleDict({"model": model, "head": copy.deepcopy(pl_module.head).cpu()}).eval()
+        return torch.nn.ModuleDict({"model": model, "head": copy.deepcopy(pl_module.head).cpu()}).eval(), None
 
     def on_test_end(self, trainer, pl_module):
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
-        from agelab.exporting.pipeline import calibration_images, export_model, format_table, eval_batches
+        from agelab.exporting.pipeline import calibration_images, eval_batches, export_model, format_table, onnx_metadata
 
-        module = self.trained_module(trainer, pl_module)
+        module, cfg = self.trained_module(trainer, pl_module)
         datamodule = trainer.datamodule
         input_size = int(module.model.input_size)
         calibration = calibration_images(datamodule, self.calibration_size)
         self.result = export_model(module, self.out_dir, input_size, calibration,
                                    eval_batches(datamodule, datamodule.eval_batch_size), self.check_size,
-                                   self.latency_runs, self.latency_warmup)
+                                   self.latency_runs, self.latency_warmup,
+                                   onnx_metadata(cfg) if cfg is not None else None)
         log.info("export:\n%s", format_table(self.result))
         client, run_id = mlflow_run(trainer)
         if client is not None:

@@ -83,3 +83,14 @@ def export_torchscript(module: nn.Module, path: str | Path, input_size: int) -> 
 
 def file_mb(path: str | Path) -> float:
     return Path(path).stat().st_size / 1e6
+
+
+def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
+    """Set string entries of the ONNX file's ``metadata_props`` (onnxruntime shows them as the
+    session's custom metadata map); other entries stay."""
+    model = onnx.load(str(path))
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in metadata}
+    del model.metadata_props[:]
+    for key, value in {**kept, **metadata}.items():
+        model.metadata_props.add(key=key, value=str(value))
+    onnx.save(model, str(path))

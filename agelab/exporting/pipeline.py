@@ -5,6 +5,7 @@ Used by ``python -m agelab.export`` and by the ExportCallback at the end of trai
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from hydra.utils import instantiate
 
 from agelab.errors import ConfigError
 from agelab.exporting.checks import agreement
-from agelab.exporting.formats import export_onnx, export_torchscript, file_mb
+from agelab.exporting.formats import export_onnx, export_torchscript, file_mb, write_metadata
 from agelab.exporting.latency import onnx_latency_ms, torch_latency_ms
 from agelab.exporting.quantize import quantize_int8
 from agelab.exporting.runners import ort_runner, torch_runner, torch_threads, torchscript_runner
@@ -94,11 +95,13 @@ def num_params(module: torch.nn.Module) -> int:
 
 def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, calibration: np.ndarray,
                  checks: Iterable[dict] | None = None, check_limit: int | None = None,
-                 latency_runs: int = 50, latency_warmup: int = 10) -> ExportResult:
+                 latency_runs: int = 50, latency_warmup: int = 10, metadata: dict[str, str] | None = None
+                 ) -> ExportResult:
     """Write model.onnx (fp32), model.int8.onnx and model.ts into ``out_dir`` and measure them.
 
     ``module`` is an AgeModule (or anything with ``.model`` and ``.head``); ``checks`` are test
-    batches for the agreement numbers (skipped when None); ``latency_runs=0`` skips latency.
+    batches for the agreement numbers (skipped when None); ``latency_runs=0`` skips latency;
+    ``metadata`` goes into both ONNX files (see ``onnx_metadata``).
     """
     wrapper = ExportableAgeModel.from_module(module).cpu()
     out_dir = Path(out_dir)
@@ -111,6 +114,8 @@ def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, 
     with torch_threads(1):
         export_onnx(wrapper, files["fp32"], input_size)
         quantize_int8(files["fp32"], files["int8"], calibration)
+        for kind in ("fp32", "int8"):
+            write_metadata(files[kind], metadata or {})
         export_torchscript(wrapper, files["torchscript"], input_size)
         metrics = {f"{kind}_mb": file_mb(path) for kind, path in files.items()}
         metrics["num_params"] = float(num_params(wrapper))
@@ -130,6 +135,14 @@ def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, 
     return result
 
 
+def onnx_metadata(cfg) -> dict[str, str]:
+    """What predict needs beside the weights: the face-crop settings the model was trained with
+    (``agelab.cropper``, JSON), so photos are cropped as the training faces were."""
+    from agelab.inference.backends import CROPPER_METADATA, checkpoint_face_settings
+
+    return {CROPPER_METADATA: json.dumps(checkpoint_face_settings(cfg), sort_keys=True)}
+
+
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibration_size: int = 256,
                       check_limit: int | None = None, latency_runs: int = 50, latency_warmup: int = 10,
                       checks: bool = True):
@@ -142,7 +155,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibration_si
     calibration = calibration_images(datamodule, calibration_size)
     batches = eval_batches(datamodule, cfg.data.get("eval_batch_size") or cfg.data.batch_size) if checks else None
     result = export_model(module, out_dir, int(cfg.model.input_size), calibration, batches, check_limit,
-                          latency_runs, latency_warmup)
+                          latency_runs, latency_warmup, onnx_metadata(cfg))
     return result, cfg
 
 
