@@ -9,8 +9,8 @@ It knows nothing about datasets: batches are dicts with "image" and the targets 
 - ``loss_weights``: ``inverse_frequency`` weights each training sample by 1 / frequency of its
   class (group heads) or 5-year age bin (age heads) in the training set, capped at 10x and scaled
   to mean 1 — against the class imbalance that starves old ages. Validation/test losses are plain.
-- ``skip_nonfinite_loss``: a NaN/Inf loss stops training with an error naming the stage and batch;
-  with this on, the batch is skipped instead (no optimiser step, BatchNorm statistics restored) and
+- ``skip_nonfinite_loss``: a NaN/Inf loss stops training with an error naming the stage and batch (at
+  most NONFINITE_CHECK_EVERY batches later, or at the end of the epoch); with this on, the batch is skipped instead (no optimiser step, BatchNorm statistics restored) and
   counted in ``<stage>/skipped_batches``.
 - ``scheduler_interval``: ``auto`` steps schedules that need a total step count (OneCycleLR: its
   ``total_steps`` is filled from ``trainer.estimated_stepping_batches``) per batch, others per epoch.
@@ -40,6 +40,7 @@ INTERVALS = ("auto", "epoch", "step")
 AGE_WEIGHT_BIN = 5  # years per bin when weighting age targets
 MAX_WEIGHT_RATIO = 10.0  # cap on a weight relative to the mean, so a handful of faces cannot dominate
 LOGGED_EVERY_EPOCH = ("mae", "cs5", "acc", "one_off", "f1")
+NONFINITE_CHECK_EVERY = 32  # batches between reads of the on-device NaN/Inf note
 
 
 class NonFiniteLossError(AgelabError):
@@ -93,6 +94,7 @@ class AgeModule(pl.LightningModule):
         self.register_buffer("weight_table", None, persistent=False)
         self.skip_nonfinite_loss = skip_nonfinite_loss
         self.skipped_batches = dict.fromkeys(STAGES, 0)
+        self.first_nonfinite: dict[str, torch.Tensor] = {}  # stage -> (batch index, loss) on the device
         # One metric set per stage (ModuleDict keys can't be "train", so prefix them).
         self.stage_metrics = nn.ModuleDict({f"m_{stage}": AgeMetrics() for stage in STAGES})
         # Filled by the test epoch, for figure callbacks and reports.
@@ -122,11 +124,9 @@ class AgeModule(pl.LightningModule):
         if stage == "train" and self.weight_table is not None:
             batch = {**batch, "weight": self._sample_weights(batch)}
         loss = self.compute_loss(logits, batch, stage)
-        if not torch.isfinite(loss):
-            if not self.skip_nonfinite_loss:
-                raise NonFiniteLossError(
-                    f"{stage} batch {batch_idx} (epoch {self.current_epoch}): the loss is {loss.item()}; lower the "
-                    f"learning rate or check the inputs, or set module.skip_nonfinite_loss=true to skip such batches")
+        if not self.skip_nonfinite_loss:
+            self._watch_nonfinite(loss, batch_idx, stage)
+        elif not torch.isfinite(loss):  # skipping needs the answer now (a wait for the device each step)
             self.skipped_batches[stage] += 1
             if saved is not None:
                 for buf, old in zip(self._norm_statistics(), saved):
@@ -141,6 +141,29 @@ class AgeModule(pl.LightningModule):
         """The head's loss; subclasses add terms (knowledge distillation adds the teacher's)."""
         return self.head.loss(logits, batch)
 
+    def _watch_nonfinite(self, loss: torch.Tensor, batch_idx: int, stage: str) -> None:
+        """Note the first batch of the epoch whose loss is NaN/Inf, on the device, and read the note
+        every NONFINITE_CHECK_EVERY batches and at the epoch's end: asking after every batch would make
+        the CPU wait for the GPU each step."""
+        seen = self.first_nonfinite.get(stage)
+        if seen is None:
+            seen = torch.full((2,), -1.0, device=loss.device)
+        this = torch.stack([torch.full_like(loss.detach().float(), batch_idx), loss.detach().float()])
+        self.first_nonfinite[stage] = torch.where((seen[0] < 0) & ~torch.isfinite(loss.detach()), this, seen)
+        if (batch_idx + 1) % NONFINITE_CHECK_EVERY == 0:
+            self._raise_if_nonfinite(stage)
+
+    def _raise_if_nonfinite(self, stage: str) -> None:
+        seen = self.first_nonfinite.pop(stage, None)
+        if seen is None:
+            return
+        batch_idx, value = seen.tolist()
+        if batch_idx >= 0:
+            raise NonFiniteLossError(
+                f"{stage} batch {int(batch_idx)} (epoch {self.current_epoch}): the loss is {value}; lower the "
+                f"learning rate or check the inputs, or set module.skip_nonfinite_loss=true to skip such batches")
+        self.first_nonfinite[stage] = seen
+
     def training_step(self, batch, batch_idx):
         return self._step(batch, batch_idx, "train")  # None skips the optimiser step
 
@@ -152,6 +175,8 @@ class AgeModule(pl.LightningModule):
 
     # ----- epoch ends
     def _log_epoch_metrics(self, stage: str) -> None:
+        self._raise_if_nonfinite(stage)
+        self.first_nonfinite.pop(stage, None)
         metrics = self.stage_metrics[f"m_{stage}"]
         values = metrics.compute()
         for name in LOGGED_EVERY_EPOCH:
@@ -171,6 +196,9 @@ class AgeModule(pl.LightningModule):
 
     def on_train_epoch_end(self):
         self._log_epoch_metrics("train")
+
+    def on_validation_epoch_start(self):
+        self._raise_if_nonfinite("train")  # validation runs before the training epoch's end hook
 
     def on_validation_epoch_end(self):
         self._log_epoch_metrics("val")
