@@ -1,0 +1,150 @@
+"""The comparison table: runs grouped (by experiment, model, head, data by default), the mean and
+std of each chosen metric over the runs of a group (seeds, folds), and the size of the model.
+
+``summarize`` returns the numbers (CSV columns ``<metric>_mean`` / ``<metric>_std``, as agelab.cv
+names its fold statistics); ``to_markdown`` and ``to_csv`` write them out.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import numpy as np
+import pandas as pd
+
+from agelab.errors import ConfigError
+from agelab.results.runs import metric_names
+
+DEFAULT_GROUP_BY = ("experiment", "model", "head", "data")
+# Shown when the runs have them: age error, CS(5), and the exact / one-off group accuracies.
+DEFAULT_METRICS = ("test/mae", "test/cs5", "test/acc", "test/one_off")
+# Size columns: the first metric a run has, in order (export/num_params counts the same network
+# for exported runs logged before model/params existed). n/a where no run of the group has one.
+SIZE_COLUMNS = {
+    "params": ("model/params", "export/num_params"),
+    "weights_mb": ("model/size_mb",),               # fp32 parameters and buffers
+    "onnx_fp32_mb": ("export/fp32_mb",),
+    "onnx_int8_mb": ("export/int8_mb",),
+    "int8_ms_1thread": ("export/latency_ms_int8_onnx",),  # one face, one CPU thread
+}
+MISSING = "n/a"
+PLUS_MINUS = " ± "
+
+
+def as_list(value) -> list[str]:
+    """A config value that may be one name or a list of names."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
+def group_column(runs: pd.DataFrame, key: str) -> str:
+    """The column a group_by key names: a run field or metric, else ``params.<key>`` or ``tags.<key>``."""
+    for column in (key, f"params.{key}", f"tags.{key}"):
+        if column in runs.columns:
+            return column
+    raise ConfigError(f"group_by: {key!r} is not a run field (experiment, model, head, data, seed, run_name, "
+                      "status, ...), param or tag of the selected runs")
+
+
+def choose_metrics(runs: pd.DataFrame, metrics=None) -> list[str]:
+    """The metrics to show: ``metrics`` (names or fnmatch patterns such as ``test/mae_age_*``, each
+    must match a metric of the runs), or the DEFAULT_METRICS the runs have."""
+    available = metric_names(runs)
+    if metrics is None:
+        return [m for m in DEFAULT_METRICS if m in available]
+    chosen = []
+    for pattern in as_list(metrics):
+        if any(c in pattern for c in "*?["):
+            matches = [m for m in available if fnmatch.fnmatchcase(m, pattern)]
+        else:
+            matches = [pattern] if pattern in available else []
+        if not matches:
+            shown = ", ".join(m for m in available if m.startswith(("test/", "val/"))) or "none"
+            raise ConfigError(f"metrics: no selected run has a metric {pattern!r}; test and val metrics there: {shown}")
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def first_available(group: pd.DataFrame, sources) -> pd.Series:
+    """Per run: the first of the ``sources`` metrics it has (NaN when none)."""
+    values = pd.Series(np.nan, index=group.index)
+    for source in sources:
+        if source in group.columns:
+            values = values.fillna(pd.to_numeric(group[source], errors="coerce"))
+    return values
+
+
+def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof: int = 0,
+              sort_by: str | None = None) -> pd.DataFrame:
+    """One row per group: the group keys, ``n`` (runs), ``<metric>_mean`` and ``<metric>_std`` over
+    the runs that logged the metric (std with ``ddof``: 0 as numpy and agelab.cv, 1 for the sample
+    std), and the SIZE_COLUMNS (mean over the group's runs). Rows in group order, or ascending by
+    the mean of ``sort_by``."""
+    keys = as_list(group_by)
+    chosen = choose_metrics(runs, metrics)
+    frame = runs.copy()
+    columns = [group_column(frame, key) for key in keys]
+    for key, column in zip(keys, columns):  # missing tags (old runs) form a group of their own
+        frame[f"__{key}"] = frame[column].map(lambda v: "-" if pd.isna(v) else str(v))
+    group_keys = [f"__{key}" for key in keys]
+    groups = frame.groupby(group_keys, sort=True) if group_keys else [((), frame)]
+    rows = []
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        row = {**dict(zip(keys, values)), "n": len(group)}
+        for metric in chosen:
+            found = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy(np.float64)
+            row[f"{metric}_mean"] = float(found.mean()) if len(found) else math.nan
+            row[f"{metric}_std"] = float(found.std(ddof=ddof)) if len(found) > ddof else math.nan
+        for name, sources in SIZE_COLUMNS.items():
+            found = first_available(group, sources).dropna()
+            row[name] = float(found.mean()) if len(found) else math.nan
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    summary.attrs["metrics"] = chosen
+    summary.attrs["group_by"] = keys
+    if sort_by is not None:
+        if f"{sort_by}_mean" not in summary.columns:
+            raise ConfigError(f"sort_by: {sort_by!r} is not one of the metrics shown ({', '.join(chosen) or 'none'})")
+        summary = summary.sort_values(f"{sort_by}_mean", kind="stable", na_position="last", ignore_index=True)
+        summary.attrs.update(metrics=chosen, group_by=keys)
+    return summary
+
+
+def format_number(value: float, precision: int) -> str:
+    return MISSING if value is None or not np.isfinite(value) else f"{value:.{precision}f}"
+
+
+def cells(summary: pd.DataFrame, precision: int = 3) -> tuple[list[str], list[list[str]]]:
+    """Header and text rows: group keys, n, ``mean ± std`` per metric, then the size columns."""
+    keys, metrics = summary.attrs["group_by"], summary.attrs["metrics"]
+    header = [*keys, "n", *metrics, *SIZE_COLUMNS]
+    rows = []
+    for _, row in summary.iterrows():
+        text = [str(row[key]) for key in keys] + [str(int(row["n"]))]
+        for metric in metrics:
+            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            text.append(MISSING if not np.isfinite(mean) else
+                        format_number(mean, precision) + (PLUS_MINUS + format_number(std, precision)
+                                                          if np.isfinite(std) else ""))
+        params = row["params"]
+        text.append(MISSING if not np.isfinite(params) else f"{int(round(params)):,}")
+        text += [format_number(row[name], precision) for name in list(SIZE_COLUMNS)[1:]]
+        rows.append(text)
+    return header, rows
+
+
+def to_markdown(summary: pd.DataFrame, precision: int = 3) -> str:
+    """A GitHub-flavoured markdown table (numbers right-aligned), one line per group."""
+    header, rows = cells(summary, precision)
+    numeric = len(summary.attrs["group_by"])  # the columns from n on are numbers
+    align = ["---"] * numeric + ["--:"] * (len(header) - numeric)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines) + "\n"
+
+
+def to_csv(summary: pd.DataFrame) -> str:
+    """The numbers at full precision: group keys, n, ``<metric>_mean``, ``<metric>_std``, sizes."""
+    return summary.to_csv(index=False, float_format="%.10g")
