@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from agelab.errors import AgelabError, ConfigError
 from agelab.report import build_report, report
-from agelab.results import load_runs, metric_history, select_runs, summarize, to_csv, to_markdown
+from agelab.results import metric_history, to_markdown
 from agelab.results.table import MISSING, PLUS_MINUS, SIZE_COLUMNS
 
 from conftest import TINY, compose_config
