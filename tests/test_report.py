@@ -280,3 +280,16 @@ def test_notebook_runs_headless_and_draws_the_figures(store, monkeypatch):
     assert len(images) == 3  # learning curves, CS curves, test/mae bars
     tables = [out["data"]["text/markdown"] for out in outputs if "text/markdown" in out.get("data", {})]
     assert len(tables) == 1 and "| compare | smlf_small | dex | synth | 2 |" in tables[0]
+
+
+def test_compressed_runs_form_their_own_rows_and_the_column_shows_only_then():
+    from agelab.results import summarize
+
+    base = {"experiment": "agelab", "model": "smlf_small", "head": "dex", "data": "synth", "compress": None}
+    runs = pd.DataFrame([{**base, "test/mae": 6.0}, {**base, "test/mae": 8.0},
+                         {**base, "compress": "prune", "test/mae": 7.5}])
+    summary = summarize(runs, metrics=["test/mae"])
+    assert list(summary["compress"]) == ["-", "prune"] and list(summary["n"]) == [2, 1]
+    assert list(summary["test/mae_mean"]) == [7.0, 7.5]
+    plain = summarize(runs.iloc[:2], metrics=["test/mae"])
+    assert "compress" not in plain.columns and list(plain["n"]) == [2]

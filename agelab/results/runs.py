@@ -19,8 +19,8 @@ BOOKKEEPING_EXPERIMENTS = ("agelab-prepare", "agelab-export")
 PARENT_TAG = "mlflow.parentRunId"
 CV_FOLDS_TAG = "cv.folds"      # on the parent run of agelab.cv
 EVAL_SPLIT_TAG = "eval.split"  # on the runs of agelab.eval (re-tests of a trained checkpoint)
-RUN_FIELDS = ["run_id", "experiment", "run_name", "status", "start_time", "model", "head", "data", "seed",
-              "parent_run_id", "cv_folds", "eval_split"]
+RUN_FIELDS = ["run_id", "experiment", "run_name", "status", "start_time", "model", "head", "data", "compress",
+              "seed", "parent_run_id", "cv_folds", "eval_split"]
 PAGE = 1000
 
 
@@ -81,6 +81,7 @@ def run_row(run, experiment_name: str) -> dict:
         "run_id": run.info.run_id, "experiment": experiment_name, "run_name": run.info.run_name,
         "status": run.info.status, "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
         "model": tags.get("model"), "head": tags.get("head"), "data": tags.get("data"),
+        "compress": tags.get("compress"),  # prune | distill (compress=...), none for ordinary runs
         "seed": pd.to_numeric(params.get("seed"), errors="coerce"),
         "parent_run_id": tags.get(PARENT_TAG), "cv_folds": tags.get(CV_FOLDS_TAG),
         "eval_split": tags.get(EVAL_SPLIT_TAG),

@@ -16,7 +16,9 @@ import pandas as pd
 from agelab.errors import ConfigError
 from agelab.results.runs import metric_names
 
-DEFAULT_GROUP_BY = ("experiment", "model", "head", "data")
+DEFAULT_GROUP_BY = ("experiment", "model", "head", "data", "compress")
+# Group keys left out of the table when no run has a value for them.
+OPTIONAL_KEYS = ("compress",)
 # Shown when the runs have them: age error, CS(5), and the exact / one-off group accuracies.
 DEFAULT_METRICS = ("test/mae", "test/cs5", "test/acc", "test/one_off")
 # Size columns: the first metric a run has, in order (export/num_params counts the same network
@@ -82,7 +84,8 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
     the runs that logged the metric (std with ``ddof``: 0 as numpy and agelab.cv, 1 for the sample
     std), and the SIZE_COLUMNS (mean over the group's runs). Rows in group order, or ascending by
     the mean of ``sort_by``."""
-    keys = as_list(group_by)
+    keys = [key for key in as_list(group_by)
+            if key not in OPTIONAL_KEYS or key not in runs.columns or runs[key].notna().any()]
     chosen = choose_metrics(runs, metrics)
     frame = runs.copy()
     columns = [group_column(frame, key) for key in keys]
