@@ -39,6 +39,11 @@ def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
     return module.eval(), cfg
 
 
+def eval_transform(cfg: DictConfig):
+    """The deterministic eval transform a checkpoint's model was tested with (its stored config)."""
+    return instantiate(OmegaConf.select(cfg, "data.eval_transform") or cfg.augment.eval)
+
+
 def load_weights(module: torch.nn.Module, path: str | Path) -> None:
     """Start ``module`` (an AgeModule) from the weights of an agelab checkpoint: same model and head
     (a fresh optimiser, schedule and MLflow run: fine-tuning, pruning). Mismatches name the layers."""

@@ -23,8 +23,6 @@ import time
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from agelab.callbacks.mlflow_utils import mlflow_run
 from agelab.errors import ConfigError
@@ -58,10 +56,6 @@ def test_metrics(module, dataset, batch_size: int = 64) -> dict[str, float]:
     return {name: float(values[name]) for name in COMPARED if name in values}
 
 
-def eval_transform_of(cfg):
-    return instantiate(OmegaConf.select(cfg, "data.eval_transform") or cfg.augment.eval)
-
-
 class CompressionReport(pl.Callback):
     def __init__(self, base_ckpt: str | None, method: str, base_key: str = "weights_from", latency_runs: int = 30,
                  latency_warmup: int = 5):
@@ -75,7 +69,7 @@ class CompressionReport(pl.Callback):
     def on_test_end(self, trainer, pl_module):
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
-        from agelab.checkpoint import load_module
+        from agelab.checkpoint import eval_transform, load_module
         from agelab.exporting.latency import torch_latency_ms
         from agelab.exporting.pipeline import EvalFaces
         from agelab.exporting.wrapper import ExportableAgeModel
@@ -87,7 +81,7 @@ class CompressionReport(pl.Callback):
         datamodule = trainer.datamodule
         datamodule.setup("test")
         faces = datamodule.datasets["test"]
-        sides = {"": (compressed, datamodule.eval_transform), "base_": (base, eval_transform_of(base_cfg))}
+        sides = {"": (compressed, datamodule.eval_transform), "base_": (base, eval_transform(base_cfg))}
         figures = {}
         for prefix, (module, transform) in sides.items():
             scores = test_metrics(module, EvalFaces(faces, transform), datamodule.eval_batch_size)

@@ -59,9 +59,8 @@ class TorchBackend:
 
     def __init__(self, ckpt: str | Path, device: str = "cpu", threads: int | None = None):
         import torch
-        from hydra.utils import instantiate
 
-        from agelab.checkpoint import load_module
+        from agelab.checkpoint import eval_transform, load_module
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -77,7 +76,7 @@ class TorchBackend:
         self.module, self.cfg = module.to(self.device), cfg
         self.input_size = int(cfg.model.input_size)
         self.task = getattr(module.head, "task", "age")
-        self.transform = instantiate(OmegaConf.select(cfg, "data.eval_transform") or cfg.augment.eval)
+        self.transform = eval_transform(cfg)
         self.face_settings = checkpoint_face_settings(cfg)
 
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
