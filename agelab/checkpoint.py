@@ -35,8 +35,17 @@ def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
     model = instantiate(without_pretrained_weights(cfg.model))  # the checkpoint holds the trained weights
     head = instantiate(cfg.head, in_features=model.out_features)
     module = AgeModule(model=model, head=head, optimizer=None, channels_last=False)
-    module.load_state_dict(checkpoint["state_dict"])
+    module.load_state_dict(trained_state(checkpoint, path))
     return module.eval(), cfg
+
+
+def trained_state(checkpoint: dict, path: str | Path) -> dict:
+    """The checkpoint's state dict under plain names (a model trained with ``compile=true`` saves
+    its weights under ``model._orig_mod.``)."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: checkpoint has no state_dict")
+    return {k.replace("model._orig_mod.", "model.", 1): v for k, v in state.items()}
 
 
 def eval_transform(cfg: DictConfig):
@@ -47,11 +56,8 @@ def eval_transform(cfg: DictConfig):
 def load_weights(module: torch.nn.Module, path: str | Path) -> None:
     """Start ``module`` (an AgeModule) from the weights of an agelab checkpoint: same model and head
     (a fresh optimiser, schedule and MLflow run: fine-tuning, pruning). Mismatches name the layers."""
-    state = read_checkpoint(path).get("state_dict")
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: checkpoint has no state_dict")
+    state = trained_state(read_checkpoint(path), path)
     own = module.state_dict()
-    state = {k.replace("model._orig_mod.", "model."): v for k, v in state.items()}  # saved from a compiled model
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

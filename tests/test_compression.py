@@ -14,7 +14,7 @@ from agelab import config
 from agelab.checkpoint import load_module, read_checkpoint
 from agelab.cli import run_or_exit
 from agelab.compression.distill import DistillationModule, kl_distillation
-from agelab.compression.prune import cubic_sparsity, magnitude_masks, prunable_layers, sparsity_of
+from agelab.compression.prune import cubic_sparsity, magnitude_masks, prunable_weights, sparsity_of
 from agelab.errors import ConfigError
 from agelab.tracking import RUN_ID_KEY
 from agelab.train import build_module, train
@@ -66,18 +66,18 @@ def test_global_masks_zero_the_smallest_weights_across_layers():
                          "head": nn.Linear(8, 4)})
     with torch.no_grad():
         net["head"].weight.mul_(100)  # large weights: global pruning leaves this layer alone
-    layers = prunable_layers(net)
-    before = torch.cat([layer.weight.detach().flatten() for layer, _ in layers]).abs()
+    layers = prunable_weights(net)
+    before = torch.cat([w.detach().flatten() for w in layers]).abs()
     masks = magnitude_masks(layers, 0.5, "global")
-    weights = torch.cat([layer.weight.flatten() for layer, _ in layers])
+    weights = torch.cat([w.flatten() for w in layers])
     assert sparsity_of(layers) == pytest.approx(0.5, abs=1 / len(weights))
     assert before[weights == 0].max() <= before[weights != 0].min()  # the smallest went
     assert torch.count_nonzero(net["head"].weight) == net["head"].weight.numel()
-    assert all(torch.equal(m == 0, layer.weight == 0) for m, (layer, _) in zip(masks, layers))
+    assert all(torch.equal(m == 0, w == 0) for m, w in zip(masks, layers))
     # Raising the amount keeps every earlier zero.
-    zero_before = [(layer.weight == 0).clone() for layer, _ in layers]
+    zero_before = [(w == 0).clone() for w in layers]
     magnitude_masks(layers, 0.7, "global")
-    assert all(bool((layer.weight[z] == 0).all()) for (layer, _), z in zip(layers, zero_before))
+    assert all(bool((w[z] == 0).all()) for w, z in zip(layers, zero_before))
     assert sparsity_of(layers) == pytest.approx(0.7, abs=1 / len(weights))
 
 
@@ -86,10 +86,10 @@ def test_layer_scope_prunes_each_layer_by_the_amount():
     net = nn.ModuleDict({"model": nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1)), "head": nn.Linear(8, 4)})
     with torch.no_grad():
         net["head"].weight.mul_(100)
-    layers = prunable_layers(net)
+    layers = prunable_weights(net)
     magnitude_masks(layers, 0.5, "layer")
-    for layer, _ in layers:
-        assert float((layer.weight == 0).float().mean()) == pytest.approx(0.5, abs=1 / layer.weight.numel())
+    for w in layers:
+        assert float((w == 0).float().mean()) == pytest.approx(0.5, abs=1 / w.numel())
 
 
 def test_pruning_options_are_checked():
@@ -107,7 +107,7 @@ def test_prune_run_keeps_its_zeros_and_reports_against_the_base(base):
                                      "callbacks.prune.amount=0.6", "callbacks.prune.ramp_epochs=1", *SMALLER])
     metrics = train(cfg)
     module, _ = load_module(metrics["best_model_path"])
-    assert sparsity_of(prunable_layers(module)) == pytest.approx(0.6, abs=1e-3)  # fine-tuning kept the zeros
+    assert sparsity_of(prunable_weights(module)) == pytest.approx(0.6, abs=1e-3)  # fine-tuning kept the zeros
 
     run = run_of(base.client, "prune-")
     m = run.data.metrics
@@ -128,6 +128,22 @@ def test_prune_run_keeps_its_zeros_and_reports_against_the_base(base):
     assert len(history) >= 2 and max(h.value for h in history) > 0.5
     report = base.client.download_artifacts(run.info.run_id, "compress/report.txt", str(base.root))
     assert "uncompressed" in open(report).read()
+
+
+def test_checkpoints_of_compiled_models_load_under_plain_names(base, tmp_path):
+    from agelab.checkpoint import load_weights
+
+    checkpoint = torch.load(base.ckpt, map_location="cpu", weights_only=True)
+    plain = checkpoint["state_dict"]
+    checkpoint["state_dict"] = {k.replace("model.", "model._orig_mod.", 1) if k.startswith("model.") else k: v
+                                for k, v in plain.items()}
+    compiled = tmp_path / "compiled.ckpt"
+    torch.save(checkpoint, compiled)
+    module, _ = load_module(compiled)
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in plain.items())
+    fresh = build_module(compose_config(base.root, BASE))
+    load_weights(fresh, compiled)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in plain.items())
 
 
 def test_weights_from_a_different_model_is_one_clear_line(base, capsys):
