@@ -7,19 +7,11 @@ import pytorch_lightning as pl
 
 from agelab.callbacks.figures import learning_curves_figure, log_figure
 from agelab.callbacks.mlflow_utils import mlflow_run
+from agelab.results.history import epoch_of_step
 
 FIGURE = "figures/learning_curves.png"
 STAGES = ("train", "val")
 QUANTITIES = ("loss", "mae", "cs5", "acc", "one_off", "f1")  # what AgeModule logs every epoch, in panel order
-
-
-def epoch_of_step(epoch_history) -> dict[int, int]:
-    """step -> epoch from Lightning's ``epoch`` metric. One step can carry two epochs (the end of
-    one and the start of the next share a step count); epoch-end metrics belong to the earlier."""
-    epochs: dict[int, int] = {}
-    for point in epoch_history:
-        epochs[point.step] = min(int(point.value), epochs.get(point.step, int(point.value)))
-    return epochs
 
 
 def run_curves(client, run_id: str, quantities=QUANTITIES, stages=STAGES) -> dict[str, dict[str, list]]:

@@ -13,9 +13,9 @@ COLUMNS = ["run_id", "x", "value"]
 
 def epoch_of_step(epoch_history) -> dict[int, int]:
     """step -> epoch from Lightning's ``epoch`` metric; the end of one epoch and the start of the
-    next share a step, and epoch-end metrics belong to the earlier one. (The same rule as
-    agelab.callbacks.learning_curves, kept here because importing the callbacks switches
-    matplotlib to its file-only backend, which would stop a notebook from showing figures.)"""
+    next share a step, and epoch-end metrics belong to the earlier one. (Used by the learning-curve
+    callback too; it lives here because importing agelab.callbacks switches matplotlib to its
+    file-only backend, which would stop a notebook from showing figures.)"""
     epochs: dict[int, int] = {}
     for point in epoch_history:
         epochs[point.step] = min(int(point.value), epochs.get(point.step, int(point.value)))
