@@ -78,13 +78,14 @@ class DistillationModule(AgeModule):
 
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         teacher = self.teacher
-        if next(teacher.parameters()).device != images.device:
-            teacher.to(images.device)
+        weight = next(teacher.parameters())
+        if weight.device != images.device:  # Lightning moves the student only
+            teacher.to(images.device)  # in place: ``weight`` now lives there too
         if images.shape[-1] != self.teacher_input_size:
             size = (self.teacher_input_size, self.teacher_input_size)
             images = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
         with torch.no_grad():
-            return teacher.logits(images.to(next(teacher.parameters()).dtype))
+            return teacher.logits(images.to(weight.dtype))
 
     def distillation_loss(self, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         teacher_logits = self.teacher_logits(images)

@@ -4,9 +4,10 @@
 (``weights_from=<ckpt>``, set by ``compress=prune``). At the start of each of the first
 ``ramp_epochs`` epochs it raises the sparsity along the cubic schedule of Zhu & Gupta (2017, "To
 prune, or not to prune"), reaching ``amount`` at the last of them; the masks keep the largest
-|weights| over all prunable layers at once (``scope=global``) or layer by layer. After every optimiser step the pruned weights are set back to zero, so the
-weights keep their plain names: checkpoints, eval, export and predict need nothing special, and
-a resumed training finds its masks again in the zeros of the restored weights.
+|weights| over all prunable layers at once (``scope=global``) or layer by layer. After every
+optimiser step the pruned weights are set back to zero, so the weights keep their plain names:
+checkpoints, eval, export and predict need nothing special, and a resumed training finds its masks
+again in the zeros of the restored weights.
 
 Unstructured zeros shrink the model on disk once compressed (see ``compress/*size_mb_gzip``), not
 its dense compute time: for a faster model, distil into a smaller one (``compress=distill``).
@@ -27,10 +28,10 @@ SCOPES = ("global", "layer")
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
-def prunable_layers(module: nn.Module, include_head: bool = True) -> list[tuple[nn.Module, str]]:
-    """(layer, "weight") of every convolution and linear layer; the head's too unless excluded."""
+def prunable_weights(module: nn.Module, include_head: bool = True) -> list[nn.Parameter]:
+    """The weight of every convolution and linear layer; the head's too unless excluded."""
     roots = [module.model, module.head] if include_head else [module.model]
-    return [(layer, "weight") for root in roots for layer in root.modules() if isinstance(layer, PRUNABLE)]
+    return [layer.weight for root in roots for layer in root.modules() if isinstance(layer, PRUNABLE)]
 
 
 def cubic_sparsity(amount: float, epoch: int, ramp_epochs: int) -> float:
@@ -50,11 +51,10 @@ def smallest_zeroed(weights: list[torch.Tensor], amount: float) -> list[torch.Te
     return [part.reshape(w.shape) for part, w in zip(keep.split(sizes), weights)]
 
 
-def magnitude_masks(layers: list[tuple[nn.Module, str]], amount: float, scope: str) -> list[torch.Tensor]:
+def magnitude_masks(weights: list[nn.Parameter], amount: float, scope: str) -> list[torch.Tensor]:
     """Zero the ``amount`` fraction of smallest |weights| (over all layers, or in each) and return the
     keep-masks. Already-zero weights are the smallest, so raising ``amount`` only adds to earlier zeros.
     """
-    weights = [getattr(layer, name) for layer, name in layers]
     if scope == "global":
         masks = smallest_zeroed(weights, amount)
     else:
@@ -65,9 +65,9 @@ def magnitude_masks(layers: list[tuple[nn.Module, str]], amount: float, scope: s
     return masks
 
 
-def sparsity_of(layers: list[tuple[nn.Module, str]]) -> float:
-    total = sum(getattr(layer, name).numel() for layer, name in layers)
-    zeros = sum(int((getattr(layer, name) == 0).sum()) for layer, name in layers)
+def sparsity_of(weights: list[nn.Parameter]) -> float:
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / max(total, 1)
 
 
@@ -80,25 +80,25 @@ class MagnitudePruning(pl.Callback):
         if scope not in SCOPES:
             raise ConfigError(f"prune.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         self.amount, self.ramp_epochs, self.scope, self.include_head = amount, ramp_epochs, scope, include_head
-        self.layers: list[tuple[nn.Module, str]] = []
+        self.weights: list[nn.Parameter] = []
         self.masks: list[torch.Tensor] = []
 
     def on_fit_start(self, trainer, pl_module):
         model = getattr(pl_module.model, "_orig_mod", pl_module.model)  # torch.compile keeps the layers
-        self.layers = prunable_layers(nn.ModuleDict({"model": model, "head": pl_module.head}), self.include_head)
+        self.weights = prunable_weights(nn.ModuleDict({"model": model, "head": pl_module.head}), self.include_head)
         if trainer.max_epochs is not None and trainer.max_epochs <= self.ramp_epochs:
             log.warning("prune: %d epochs leave no fine-tuning after the %d-epoch ramp", trainer.max_epochs,
                         self.ramp_epochs)
 
     def on_train_epoch_start(self, trainer, pl_module):
         target = cubic_sparsity(self.amount, trainer.current_epoch, self.ramp_epochs)
-        if not self.masks or target > sparsity_of(self.layers) + 1e-6:
-            self.masks = magnitude_masks(self.layers, target, self.scope)
-        sparsity = sparsity_of(self.layers)
+        if not self.masks or target > sparsity_of(self.weights) + 1e-6:
+            self.masks = magnitude_masks(self.weights, target, self.scope)
+        sparsity = sparsity_of(self.weights)
         pl_module.log("compress/sparsity", sparsity)
         log.info("prune: epoch %d at %.1f %% zero weights", trainer.current_epoch, 100 * sparsity)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         with torch.no_grad():  # the step may have moved pruned weights: back to zero
-            for (layer, name), mask in zip(self.layers, self.masks):
-                getattr(layer, name).mul_(mask.to(getattr(layer, name).device))
+            for weight, mask in zip(self.weights, self.masks):  # masks live on the weights' device
+                weight.mul_(mask)
