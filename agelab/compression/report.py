@@ -6,7 +6,8 @@ logs side by side (metrics under ``compress/``):
 
 - ``base_test_<metric>`` and ``test_<metric>_delta`` (compressed minus base) for MAE, CS(5) or
   group accuracy;
-- parameters (``params``, ``nonzero_params``, ``sparsity``), fp32 size (``size_mb``), the size of
+- parameters (``params``, ``nonzero_params``, ``sparsity``), fp32 size (``size_mb``, parameters and
+  BatchNorm statistics, as ``model/size_mb``), the size of
   the gzip-compressed weights (``size_mb_gzip``: what unstructured zeros save on disk), and the
   single-face CPU latency on 1 thread (``latency_ms``), each also as ``base_*``;
 - tags ``compress.base_ckpt`` and ``compress.base_run_id`` (the base's own MLflow run, when its
@@ -25,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from agelab.callbacks.mlflow_utils import mlflow_run
+from agelab.callbacks.model_size import model_size, network
 from agelab.errors import ConfigError
 from agelab.metrics import AgeMetrics
 
@@ -34,14 +36,16 @@ COMPARED = ("mae", "cs5", "acc")  # the test metrics set side by side, where the
 
 
 def weight_figures(module: torch.nn.Module) -> dict[str, float]:
-    """Parameter counts, zeros and sizes of the model + head weights."""
-    params = [p.detach().cpu() for p in module.parameters()]
-    total = sum(p.numel() for p in params)
-    nonzero = sum(int(torch.count_nonzero(p)) for p in params)
+    """Parameter counts, zeros and sizes of the model + head: ``params`` and ``size_mb`` as every run
+    logs them (``model/params``, ``model/size_mb``), plus the zeros and the gzip-compressed size."""
+    net = network(module)
+    sizes = model_size(net)
+    total = sizes["model/params"]
+    nonzero = sum(int(torch.count_nonzero(p)) for p in net.parameters())
     raw = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, raw)
-    return {"params": float(total), "nonzero_params": float(nonzero), "sparsity": 1.0 - nonzero / max(total, 1),
-            "size_mb": total * 4 / 1e6, "size_mb_gzip": len(gzip.compress(raw.getvalue(), 6)) / 1e6}
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, raw)
+    return {"params": total, "nonzero_params": float(nonzero), "sparsity": 1.0 - nonzero / max(total, 1),
+            "size_mb": sizes["model/size_mb"], "size_mb_gzip": len(gzip.compress(raw.getvalue(), 6)) / 1e6}
 
 
 def test_metrics(module, dataset, batch_size: int = 64) -> dict[str, float]:
