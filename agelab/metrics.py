@@ -4,8 +4,12 @@
 data allows: MAE, the cumulative-score curve CS(0..15) and MAE per age band / gender / race where
 ages are known; exact and one-off accuracy, macro precision / recall / F1 and the 8x8 confusion
 matrix where Adience groups are known. An age head evaluated on group data has its predicted
-ages mapped to groups (``agelab.groups.age_to_group``). Masks replace boolean indexing in the
-updates, so they never wait on the device.
+ages mapped to groups (``agelab.groups.age_to_group``).
+
+Every update is free of data-dependent shapes (masks and scatter-adds, no boolean indexing,
+bincount or one-hot), so a training step never waits for the GPU to finish; the classification
+scores are derived from one confusion matrix for that reason (torchmetrics' classification
+updates read their inputs back to the host).
 """
 
 from __future__ import annotations
@@ -13,9 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchmetrics import Metric
-from torchmetrics.classification import (
-    MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassPrecision, MulticlassRecall,
-)
 
 from agelab.groups import GROUPS, NUM_GROUPS
 
@@ -92,6 +93,52 @@ class GroupedAbsoluteError(Metric):
         return mae, self.count.clone()
 
 
+class ConfusionCounts(Metric):
+    """Counts of (true class, predicted class) pairs; targets outside 0..num_classes-1 are ignored."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("counts", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        n = self.num_classes
+        preds, target = preds.long().reshape(-1), target.long().reshape(-1)
+        valid = (target >= 0) & (target < n) & (preds >= 0) & (preds < n)
+        cell = torch.where(valid, target * n + preds, torch.zeros_like(target))
+        self.counts.view(-1).scatter_add_(0, cell, valid.long())
+
+    def compute(self) -> torch.Tensor:
+        """(num_classes, num_classes) counts, rows = true class."""
+        return self.counts.clone()
+
+
+def classification_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Accuracy and macro precision / recall / F1 from confusion counts (rows = true class).
+
+    Macro averages run over the classes that occur in the targets or the predictions, and a score
+    with a zero denominator counts as 0 (the conventions of torchmetrics and scikit-learn).
+    """
+    counts = confusion.double()
+    tp = counts.diagonal()
+    predicted, actual = counts.sum(0), counts.sum(1)
+
+    def ratio(num, den):
+        return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
+
+    precision, recall = ratio(tp, predicted), ratio(tp, actual)
+    f1 = ratio(2 * tp, predicted + actual)
+    present = ((predicted + actual) > 0).double()
+
+    def macro(score):
+        return (score * present).sum() / present.sum().clamp_min(1)
+
+    return {"acc": (tp.sum() / counts.sum().clamp_min(1)).float(), "precision": macro(precision).float(),
+            "recall": macro(recall).float(), "f1": macro(f1).float()}
+
+
 class AgeMetrics(nn.Module):
     """All metrics of one stage: ``update(decoded, batch)`` per batch, ``compute()`` once, ``reset()``.
 
@@ -109,15 +156,8 @@ class AgeMetrics(nn.Module):
         self.by_band = GroupedAbsoluteError(len(BAND_NAMES))
         self.by_gender = GroupedAbsoluteError(len(GENDER_NAMES))
         self.by_race = GroupedAbsoluteError(num_races)
-        group_args = {"num_classes": NUM_GROUPS, "ignore_index": -1, "validate_args": False}
-        self.group_metrics = nn.ModuleDict({
-            "acc": MulticlassAccuracy(average="micro", **group_args),
-            "precision": MulticlassPrecision(average="macro", **group_args),
-            "recall": MulticlassRecall(average="macro", **group_args),
-            "f1": MulticlassF1Score(average="macro", **group_args),
-        })
-        self.confusion = MulticlassConfusionMatrix(**group_args)
-        self.gender_acc = MulticlassAccuracy(num_classes=2, average="micro", ignore_index=-1, validate_args=False)
+        self.confusion = ConfusionCounts(NUM_GROUPS)
+        self.gender_confusion = ConfusionCounts(len(GENDER_NAMES))
 
     @torch.no_grad()
     def update(self, decoded: dict, batch: dict) -> None:
@@ -145,13 +185,10 @@ class AgeMetrics(nn.Module):
             else:
                 pred_group = None
             if pred_group is not None:
-                target = torch.as_tensor(batch["group"], device=pred_group.device).long()
-                for metric in self.group_metrics.values():
-                    metric.update(pred_group, target)
-                self.confusion.update(pred_group, target)
+                self.confusion.update(pred_group, torch.as_tensor(batch["group"], device=pred_group.device))
 
         if "gender" in decoded and batch.get("gender") is not None:
-            self.gender_acc.update(decoded["gender"].detach().long(), gender_tensor(batch["gender"], decoded["gender"].device))
+            self.gender_confusion.update(decoded["gender"].detach(), gender_tensor(batch["gender"], decoded["gender"].device))
 
     def compute(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -173,20 +210,18 @@ class AgeMetrics(nn.Module):
         n_group = confusion.sum()
         if n_group > 0:
             out["n_group"] = n_group.double()
-            for name, metric in self.group_metrics.items():
-                out[name] = metric.compute().float()
+            out.update(classification_scores(confusion))
             rows, cols = torch.meshgrid(torch.arange(NUM_GROUPS), torch.arange(NUM_GROUPS), indexing="ij")
             near = ((rows - cols).abs() <= 1).to(confusion.device)
             out["one_off"] = (confusion * near).sum().float() / n_group
             out["confusion"] = confusion
             out["confusion_normalized"] = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
-        if self.gender_acc.update_count:
-            gender_acc = self.gender_acc.compute().float()
-            if not torch.isnan(gender_acc) and self.gender_acc.tp.sum() + self.gender_acc.fn.sum() > 0:
-                out["gender_acc"] = gender_acc
+        gender = self.gender_confusion.compute()
+        if gender.sum() > 0:
+            out["gender_acc"] = classification_scores(gender)["acc"]
         return out
 
     def reset(self) -> None:
         for metric in (self.abs_error, self.cs, self.by_band, self.by_gender, self.by_race, self.confusion,
-                       self.gender_acc, *self.group_metrics.values()):
+                       self.gender_confusion):
             metric.reset()

@@ -95,3 +95,23 @@ def test_cumulative_score_alone_keeps_its_interface():
     cs = CumulativeScore(max_theta=3)
     cs.update(torch.tensor([1.0, 5.0]), torch.tensor([1.0, 3.0]))
     assert cs.compute().tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])
+
+
+def test_group_scores_agree_with_torchmetrics_on_random_data_with_missing_classes():
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy, multiclass_confusion_matrix, multiclass_f1_score, multiclass_precision, multiclass_recall,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    preds = torch.randint(0, 6, (300,), generator=gen)  # groups 6 and 7 never predicted
+    target = torch.randint(-1, 7, (300,), generator=gen)  # -1 unknown, group 7 never true
+    metrics = AgeMetrics()
+    for part in range(3):
+        metrics.update(*group_batch(preds[part::3], target[part::3]))
+    out = metrics.compute()
+    args = {"num_classes": 8, "ignore_index": -1}
+    assert torch.equal(out["confusion"], multiclass_confusion_matrix(preds, target, **args))
+    assert out["acc"].item() == pytest.approx(multiclass_accuracy(preds, target, average="micro", **args).item())
+    for name, reference in (("precision", multiclass_precision), ("recall", multiclass_recall),
+                            ("f1", multiclass_f1_score)):
+        assert out[name].item() == pytest.approx(reference(preds, target, average="macro", **args).item(), rel=1e-6)
