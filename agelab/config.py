@@ -20,6 +20,18 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("crop_margin", crop_margin)
 
 
+def hydra_node(cfg: DictConfig) -> DictConfig:
+    """Hydra's own config (``hydra.overrides.task``, ``hydra.runtime.choices``...): a config composed by
+    ``compose_config`` carries it, while ``@hydra.main`` strips it from the job's config and keeps it
+    in HydraConfig."""
+    node = OmegaConf.select(cfg, "hydra", default=None)
+    if node is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        node = HydraConfig.get() if HydraConfig.initialized() else OmegaConf.create({})
+    return node
+
+
 def compose_config(config_name: str = "train", overrides=(), output_dir: str | Path = "outputs") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` outside ``@hydra.main`` (tools, tests), with the Hydra
     runtime fields the configs interpolate (``hydra:runtime.output_dir``, ``hydra:runtime.choices``)."""

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.cli import run_or_exit
+from agelab.config import hydra_node
 from agelab.errors import ConfigError
 from agelab.tracking import flatten_config
 
@@ -95,7 +96,8 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ConfigError(f"folds must be an integer >= 2, got {folds!r}")
     if not reads_fold(cfg.data):
-        raise ConfigError(f"data={cfg.hydra.runtime.choices.get('data', '?')} does not read data.fold, so every "
+        data_name = OmegaConf.select(hydra_node(cfg), "runtime.choices.data", default="?")
+        raise ConfigError(f"data={data_name} does not read data.fold, so every "
                           "fold would train on the same split; use a data config with folds (adience, fgnet, "
                           "synth_kfold)")
     if cfg.get("ckpt_path"):

@@ -79,7 +79,9 @@ def command_line_overrides(cfg: DictConfig) -> list:
     """The command line's overrides (Hydra's ``hydra.overrides.task``), parsed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
+    from agelab.config import hydra_node
+
+    task = OmegaConf.select(hydra_node(cfg), "overrides.task", default=None) or []
     return OverridesParser.create().parse_overrides([str(o) for o in task])
 
 
@@ -199,7 +201,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from mlflow.tracking import MlflowClient
 
     from agelab.checkpoint import load_module, read_checkpoint
-    from agelab.config import check_targets
+    from agelab.config import check_targets, hydra_node
     from agelab.tracking import CONFIG_KEY, RUN_ID_KEY, mlflow_logger
 
     stored = read_checkpoint(ckpt)
@@ -225,7 +227,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     experiment_name = (client.get_experiment(trained_run.info.experiment_id).name if trained_run
                        else str(cfg.logger.experiment_name))
     trained_tags = trained_run.data.tags if trained_run else {}
-    data_name = "checkpoint" if from_checkpoint else OmegaConf.select(cfg, "hydra.runtime.choices.data", default="?")
+    data_name = "checkpoint" if from_checkpoint else OmegaConf.select(hydra_node(cfg), "runtime.choices.data",
+                                                                         default="?")
     tags = {
         SPLIT_TAG: cfg.split,
         "eval.ckpt": str(Path(ckpt).resolve()),

@@ -216,7 +216,7 @@ class AgeMetrics(nn.Module):
             out["one_off"] = (confusion * near).sum().float() / n_group
             out["confusion"] = confusion
             out["confusion_normalized"] = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
-        gender = self.gender_confusion.compute()
+        gender = self.gender_confusion.compute() if self.gender_confusion.update_count else torch.zeros(1)
         if gender.sum() > 0:
             out["gender_acc"] = classification_scores(gender)["acc"]
         return out

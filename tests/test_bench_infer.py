@@ -22,7 +22,7 @@ FAST = ["--runs", "2", "--batch-runs", "1", "--warmup", "0", "--batch", "4", "--
 
 
 def test_cli_prints_every_setting_with_finite_ratios(capsys):
-    result = main(["infer", "model=smlf_small", *FAST])
+    result = main(["infer", *FAST[:2], "model=smlf_small", *FAST[2:]])  # options on both sides of an override
     assert result == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith(tuple(LABELS.values())) and len(line.split()) == 8]

@@ -110,3 +110,16 @@ def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: no checkpoint at /no/such.ckpt"]
     assert not (tmp_path / "mlflow.db").exists()  # failed before any run was created
+
+
+@pytest.mark.parametrize("overrides, error", [
+    (["data.batch_size=-1"], "error: data.batch_size must be a positive integer, got -1"),
+    (["data=adience", "data.root=/no/such/folder"], "error: data.root /no/such/folder is not a folder"),
+])
+def test_cli_data_overrides_reach_the_evaluation(trained, tmp_path, overrides, error):
+    # @hydra.main keeps the command line outside the job's config: eval must still see it
+    result = subprocess.run([sys.executable, "-m", "agelab.eval", f"paths.root_dir={tmp_path}", f"ckpt={trained.ckpt}",
+                             *overrides], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(error)

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="the 'all threads' setting (default: all cores)")
     parser.add_argument("--out-dir", default=None, help="keep the ONNX files here (default: a temporary folder)")
     parser.add_argument("overrides", nargs="*", help="model=smlf|smlf_small (train config overrides), ckpt=PATH")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow overrides
     ckpt = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("ckpt=")), None)
     overrides = [o for o in args.overrides if not o.startswith("ckpt=")]
     result = bench_infer(overrides, ckpt, args.runs, args.batch_runs, args.warmup, args.batch, args.calibration_size,

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing starts")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("overrides", nargs="*", help="train config overrides, e.g. model=smlf trainer=gpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow overrides
     result = bench_train(args.overrides, args.warmup, args.steps)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and "gpu" in " ".join(args.overrides) else "cpu"
     print(f"bench train ({' '.join(args.overrides) or 'defaults'}) on {device}")
