@@ -71,6 +71,16 @@ def needs_total_steps(factory: Callable) -> bool:
     return "total_steps" in params and not given & {"total_steps", "epochs", "steps_per_epoch"}
 
 
+def check_optimizer(factory: Callable) -> None:
+    """Build the optimiser once on a stand-in parameter, so a wrong value (``optimizer.lr=abc``) stops
+    the run at once, in one line, rather than after the data is prepared."""
+    try:
+        factory(params=[nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as exc:
+        name = getattr(getattr(factory, "func", factory), "__name__", "optimizer")
+        raise ConfigError(f"optimizer ({name}): {exc}; check the optimizer.* values") from None
+
+
 class AgeModule(pl.LightningModule):
     def __init__(self, model: nn.Module, head: Head, optimizer: Callable | None, scheduler: Callable | None = None,
                  scheduler_interval: str = "auto", channels_last: bool = False, freeze_epochs: int = 0,
@@ -82,6 +92,8 @@ class AgeModule(pl.LightningModule):
             raise ConfigError(f"module.loss_weights must be null or inverse_frequency, got {loss_weights!r}")
         if not isinstance(freeze_epochs, int) or freeze_epochs < 0:
             raise ConfigError(f"module.freeze_epochs must be an integer >= 0, got {freeze_epochs!r}")
+        if optimizer is not None:
+            check_optimizer(optimizer)
         self.channels_last = channels_last  # NHWC: faster convolutions on CPU and tensor cores
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.head = head

@@ -250,3 +250,18 @@ def test_every_optimizer_scheduler_head_and_model_config_builds(tmp_path):
         cls = get_class(cfg.model._target_)
         assert cls in registered and MODELS[name] is cls, name  # the file name is the registered name
         assert cfg.model.input_size >= 32
+
+
+@pytest.mark.parametrize("value, words", [("abc", "not supported between"), ("-1.0", "Invalid learning rate")])
+def test_a_wrong_optimiser_value_stops_when_the_module_is_built(tmp_path, value, words):
+    import re
+
+    from agelab.cli import agelab_cause
+    from agelab.train import build_module
+
+    cfg = compose_config(tmp_path, [f"optimizer.lr={value}"])
+    with pytest.raises(Exception) as info:  # Hydra wraps it; the entry points print the cause
+        build_module(cfg)
+    cause = agelab_cause(info.value)
+    assert isinstance(cause, ConfigError) and "\n" not in str(cause)
+    assert re.match(f"optimizer \\(AdamW\\): .*{words}.*; check the optimizer.\\* values$", str(cause))
