@@ -293,3 +293,14 @@ def test_compressed_runs_form_their_own_rows_and_the_column_shows_only_then():
     assert list(summary["test/mae_mean"]) == [7.0, 7.5]
     plain = summarize(runs.iloc[:2], metrics=["test/mae"])
     assert "compress" not in plain.columns and list(plain["n"]) == [2]
+
+
+def test_left_out_runs_are_counted_with_plurals():
+    import pandas as pd
+
+    from agelab.results.runs import describe_left_out
+
+    runs = pd.DataFrame({"status": ["FINISHED", "FINISHED", "FINISHED", "FAILED", "FAILED", "FINISHED"],
+                         "eval_split": [None, "test", "val", None, None, None],
+                         "cv_folds": [None, None, None, None, None, "3"]})
+    assert sorted(describe_left_out(runs).split(", ")) == ["1 cross-validation parent", "2 evaluation runs", "2 failed"]

@@ -74,7 +74,7 @@ class Report:
 
     def summary_line(self) -> str:
         counts = self.counts
-        parts = [f"{counts.get(OK, 0)} ok ({self.faces} faces)"]
+        parts = [f"{counts.get(OK, 0)} ok ({self.faces} face{'' if self.faces == 1 else 's'})"]
         parts += [f"{n} {status}" for status, n in sorted(counts.items()) if status != OK]
         files = len(self.file_status)
         return f"{files} file{'' if files == 1 else 's'}: " + ", ".join(parts)

@@ -141,7 +141,8 @@ def select_runs(runs: pd.DataFrame, include_eval: bool = False) -> pd.DataFrame:
 def describe_left_out(runs: pd.DataFrame, include_eval: bool = False) -> str:
     """E.g. '2 failed, 1 cross-validation parent' ('' when nothing was left out)."""
     counts = exclusion_reasons(runs, include_eval).value_counts()
-    return ", ".join(f"{n} {reason}" for reason, n in counts.items() if reason)
+    nouns = ("evaluation run", "cross-validation parent")  # the other reasons are statuses (failed, running)
+    return ", ".join(f"{n} {reason}{'s' if n > 1 and reason in nouns else ''}" for reason, n in counts.items() if reason)
 
 
 def require_runs(runs: pd.DataFrame, selected: pd.DataFrame) -> None:
