@@ -50,8 +50,17 @@ def auto_resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
+def require_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine whose torch sees no CUDA device: one line, before any data is read."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none; "
+                          "use trainer=cpu (or trainer.accelerator=cpu)")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric (train/val/test)."""
+    require_accelerator(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
     if ckpt_path:

@@ -95,3 +95,14 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     assert len(client.get_metric_history(run_id, "train/mae")) == 2  # no epoch lost or repeated
     # The resumed training kept writing checkpoints next to the one it resumed from.
     assert torch.load(last, weights_only=True)["global_step"] == 2 * steps_before > 0
+
+
+def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monkeypatch):
+    import pytest
+
+    from agelab.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu needs a CUDA GPU and torch sees none; use trainer=cpu"):
+        train(compose_config(tmp_path, ["trainer=gpu"]))
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.rglob("images.npy"))

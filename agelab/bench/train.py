@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from agelab.config import compose_config
-from agelab.train import build_module
+from agelab.train import build_module, require_accelerator
 
 
 def _sync(device: torch.device) -> None:
@@ -91,6 +91,7 @@ def end_to_end(cfg, warmup: int, steps: int) -> float:
 
 def bench_train(overrides: list[str], warmup: int = 5, steps: int = 20) -> dict[str, float]:
     cfg = compose_config("train", overrides, output_dir="logs/bench")
+    require_accelerator(cfg)
     pl.seed_everything(cfg.seed)
     ceiling = model_ceiling(cfg, warmup, steps)
     real = end_to_end(cfg, warmup, steps)
