@@ -150,9 +150,9 @@ def hparams_search_override() -> str:
 
 
 def test_launcher_and_search_configs_compose(tmp_path):
-    cfg = compose_config(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"])
+    cfg = compose_config(tmp_path, ["hydra/launcher=local", "hydra.launcher.n_jobs=3"])
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 3
-    cfg = compose_config(tmp_path, ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+    cfg = compose_config(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                     "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=30"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
@@ -261,8 +261,9 @@ def pregenerate_synth_cache(root: Path) -> None:
 @pytest.mark.slow
 def test_joblib_multirun_of_models_and_optimisers_logs_every_run(tmp_path):
     pregenerate_synth_cache(tmp_path)
-    run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "model=smlf_small,simple_cnn",
-             "optimizer=adamw,sgd", *SWEEP_TINY], tmp_path)
+    result = run_cli(["-m", "hydra/launcher=local", "hydra.launcher.n_jobs=3", "model=smlf_small,simple_cnn",
+                      "optimizer=adamw,sgd", *SWEEP_TINY], tmp_path)
+    assert "ConfigStore schema" not in result.stdout + result.stderr  # conf extends the plugin's schema explicitly
     client, runs = all_runs(tmp_path)
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     combos = sorted((r.data.tags["model"], r.data.params["optimizer._target_"]) for r in runs)
@@ -279,7 +280,7 @@ def test_joblib_multirun_of_models_and_optimisers_logs_every_run(tmp_path):
 @pytest.mark.slow
 def test_optuna_search_in_parallel_returns_the_best_trial(tmp_path):
     pregenerate_synth_cache(tmp_path)
-    run_cli([hparams_search_override(), "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
+    run_cli([hparams_search_override(), "hydra/launcher=local", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
              "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3", "model=simple_cnn",
              f"hydra.sweep.dir={tmp_path / 'sweep'}", *SWEEP_TINY], tmp_path)
     client, runs = all_runs(tmp_path)
