@@ -81,6 +81,15 @@ def check_optimizer(factory: Callable) -> None:
         raise ConfigError(f"optimizer ({name}): {exc}; check the optimizer.* values") from None
 
 
+def example_input(model: nn.Module) -> torch.Tensor | None:
+    """One blank face of the model's input size and channels, or None when the model does not say."""
+    size = getattr(model, "input_size", None)
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if not isinstance(size, int) or conv is None:
+        return None
+    return torch.zeros(1, conv.in_channels, size, size)
+
+
 class AgeModule(pl.LightningModule):
     def __init__(self, model: nn.Module, head: Head, optimizer: Callable | None, scheduler: Callable | None = None,
                  scheduler_interval: str = "auto", channels_last: bool = False, freeze_epochs: int = 0,
@@ -97,6 +106,7 @@ class AgeModule(pl.LightningModule):
         self.channels_last = channels_last  # NHWC: faster convolutions on CPU and tensor cores
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.head = head
+        self.example_input_array = example_input(model)  # the summary then shows sizes and FLOPs per face
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval

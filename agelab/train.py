@@ -35,6 +35,7 @@ def build_module(cfg: DictConfig):
         load_weights(module, cfg.weights_from)
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
+        module.example_input_array = None  # a batch-of-one summary pass would compile a second graph
     return module
 
 

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import get_class, get_method, instantiate
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from agelab.errors import ConfigError
 from agelab.groups import age_to_group
@@ -265,3 +266,15 @@ def test_a_wrong_optimiser_value_stops_when_the_module_is_built(tmp_path, value,
     cause = agelab_cause(info.value)
     assert isinstance(cause, ConfigError) and "\n" not in str(cause)
     assert re.match(f"optimizer \\(AdamW\\): .*{words}.*; check the optimizer.\\* values$", str(cause))
+
+
+def test_example_input_matches_the_model_so_the_summary_counts_flops():
+    smlf = MODELS["smlf_small"]()
+    gray = MODELS["simple_cnn"](input_size=32, in_channels=1)
+    assert AgeModule(smlf, DexHead(smlf.out_features), None).example_input_array.shape == (1, 3, 64, 64)
+    assert AgeModule(gray, DexHead(gray.out_features), None).example_input_array.shape == (1, 1, 32, 32)
+
+    summary = pl.utilities.model_summary.ModelSummary(AgeModule(smlf, DexHead(smlf.out_features), None))
+    with FlopCounterMode(display=False) as counter:
+        smlf.eval()(torch.zeros(1, 3, 64, 64))
+    assert summary.total_flops >= counter.get_total_flops() > 10_000_000  # model + head, per face
