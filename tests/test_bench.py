@@ -18,10 +18,13 @@ def test_bench_train_cpu_reports_ceiling_end_to_end_and_ratio(tmp_path, capsys):
                  "~callbacks.rich_progress_bar"]
     for mode in ([], ["data.augment_on=device"]):
         result = bench_train(["--warmup", "1", "--steps", "2", *overrides, *mode])
-        assert all(finite_positive(result[k]) for k in ("model_only_img_s", "end_to_end_img_s", "ratio"))
+        keys = ("model_only_img_s", "end_to_end_img_s", "ratio", "data_only_img_s", "data_to_model_ratio")
+        assert all(finite_positive(result[k]) for k in keys)
         assert result["ratio"] == result["end_to_end_img_s"] / result["model_only_img_s"]
+        assert result["data_to_model_ratio"] == result["data_only_img_s"] / result["model_only_img_s"]
     out = capsys.readouterr().out
     assert out.count("ratio end-to-end / model-only") == 2
+    assert out.count("data path only (no model)") == 2
 
 
 def test_bench_prepare_reports_rates_and_ratios(capsys):

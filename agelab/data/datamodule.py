@@ -128,14 +128,17 @@ class FaceDataModule(pl.LightningDataModule):
             self._device_images = torch.from_numpy(np.ascontiguousarray(self._images)).to(device)
         return self._device_images
 
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        """With ``augment_on=device``: augment (train) or crop (eval) the uint8 batch on the device."""
+    def device_batch(self, batch: dict, training: bool) -> dict:
+        """With ``augment_on=device``: gather the uint8 batch (device cache) and augment (train) or
+        crop (eval) it on the device the batch is on; otherwise the batch as it is."""
         if self.augment_on == "device":
             if "rows" in batch:
                 batch["image"] = self._images_on(batch["age"].device)[batch.pop("rows")]
-            training = self.trainer is not None and self.trainer.training
             batch["image"] = self.device_transforms["train" if training else "eval"](batch["image"])
         return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return self.device_batch(batch, training=self.trainer is not None and self.trainer.training)
 
     def train_dataloader(self):
         return self._loader("train")
