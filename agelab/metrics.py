@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from agelab.data.attributes import RACE_NAMES
 from agelab.groups import GROUPS, NUM_GROUPS
 
 # Age bands for the per-band MAE: 0-9, 10-19, ..., 60-69, 70+.
@@ -143,19 +144,19 @@ class AgeMetrics(nn.Module):
     """All metrics of one stage: ``update(decoded, batch)`` per batch, ``compute()`` once, ``reset()``.
 
     ``compute()`` returns only what the data allowed (keys with no faces behind them are left out):
-    scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<code>``, ``n_age``,
+    scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (agelab.data.attributes.RACE_NAMES), ``n_age``,
     ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
     ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
     ``confusion_normalized`` (rows sum to 1).
     """
 
-    def __init__(self, max_theta: int = 15, num_races: int = 8):
+    def __init__(self, max_theta: int = 15):
         super().__init__()
         self.abs_error = GroupedAbsoluteError(1)  # overall MAE (with the count of known ages)
         self.cs = CumulativeScore(max_theta)
         self.by_band = GroupedAbsoluteError(len(BAND_NAMES))
         self.by_gender = GroupedAbsoluteError(len(GENDER_NAMES))
-        self.by_race = GroupedAbsoluteError(num_races)
+        self.by_race = GroupedAbsoluteError(len(RACE_NAMES))
         self.confusion = ConfusionCounts(NUM_GROUPS)
         self.gender_confusion = ConfusionCounts(len(GENDER_NAMES))
 
@@ -202,7 +203,7 @@ class AgeMetrics(nn.Module):
             out["cs5"] = out["cs_curve"][min(5, len(out["cs_curve"]) - 1)]
             for prefix, metric, names in (("mae_age", self.by_band, BAND_NAMES),
                                           ("mae_gender", self.by_gender, GENDER_NAMES),
-                                          ("mae_race", self.by_race, range(self.by_race.num_categories))):
+                                          ("mae_race", self.by_race, RACE_NAMES)):
                 for name, value in zip(names, metric.compute()[0].reshape(-1) if metric.update_count else []):
                     if not torch.isnan(value):
                         out[f"{prefix}_{name}"] = value.float()

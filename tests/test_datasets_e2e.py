@@ -167,8 +167,14 @@ def test_utkface_chips_by_file_name_with_a_random_split(tmp_path):
     save(root / "130_1_0_20170116174525998.jpg.chip.jpg", draw_face(64, 44))  # age > 120: bad_filename
     save(root / "40_1_2_20170116174525997.jpg.chip.jpg", FLAT)  # too_blurry
 
-    metrics = train(compose_config(tmp_path, [*SMALL, "data=utkface", f"data.root={root}"]))
+    metrics = train(compose_config(tmp_path, [*SMALL, "data=utkface", f"data.root={root}", "head=multitask"]))
     assert np.isfinite(metrics["test/mae"])
+    # Gender and race from the file names reach the batches: the gender output trains and is scored,
+    # and the test MAE is broken down by both.
+    assert 0 <= metrics["test/gender_acc"] <= 1
+    assert {k for k in metrics if k.startswith("test/mae_gender_")} <= {"test/mae_gender_f", "test/mae_gender_m"}
+    races = {k.removeprefix("test/mae_race_") for k in metrics if k.startswith("test/mae_race_")}
+    assert races and races <= {"white", "black", "asian", "indian", "other"}
     counts = data_counts(run_metrics(tmp_path))
     assert counts == {"data/kept": 16, "data/dropped/bad_filename": 2, "data/dropped/too_blurry": 1,
                       "data/split/train": 12, "data/split/val": 1, "data/split/test": 3}  # random 20% / 10%

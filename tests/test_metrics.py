@@ -75,7 +75,7 @@ def test_mae_cs_curve_and_mae_per_band_gender_race():
     assert bands == {"mae_age_0-9": 2, "mae_age_10-19": 2, "mae_age_30-39": 1, "mae_age_50-59": 10, "mae_age_70plus": 5}
     assert out["mae_gender_f"].item() == pytest.approx(6.0) and out["mae_gender_m"].item() == pytest.approx(1.5)
     assert {k: v.item() for k, v in out.items() if k.startswith("mae_race_")} == {
-        "mae_race_0": 2.0, "mae_race_1": 1.0, "mae_race_2": 5.0}
+        "mae_race_white": 2.0, "mae_race_black": 1.0, "mae_race_asian": 5.0}
     assert "acc" not in out  # no groups known
 
 

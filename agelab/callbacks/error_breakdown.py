@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from agelab.callbacks.figures import bar_figure, log_figure
+from agelab.data.attributes import RACE_NAMES
 from agelab.metrics import BAND_NAMES, GENDER_NAMES
 
 GENDER_LABELS = {"f": "female", "m": "male"}
@@ -30,8 +31,7 @@ class MAEBreakdownFigure(pl.Callback):
         if "mae" not in results or not trainer.is_global_zero:
             return
         overall = float(results["mae"])
-        races = sorted(int(k.rsplit("_", 1)[1]) for k in results if k.startswith("mae_race_"))
-        charts = (("age", "true age (years)", BAND_NAMES), ("gender", "gender", GENDER_NAMES), ("race", "race code", races))
+        charts = (("age", "true age (years)", BAND_NAMES), ("gender", "gender", GENDER_NAMES), ("race", "race", RACE_NAMES))
         for what, xlabel, names in charts:
             values = breakdown(results, f"mae_{what}", names)
             if what == "gender":

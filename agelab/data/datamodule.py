@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from agelab.data.attributes import gender_codes, race_codes
 from agelab.errors import ConfigError, DataError
 
 
@@ -22,6 +23,7 @@ class FaceDataset(Dataset):
         self.index = records.index.to_numpy()
         self.ages = records["age"].to_numpy(np.float32) if "age" in records else np.full(len(records), np.nan, np.float32)
         self.groups = records["group"].fillna(-1).to_numpy(np.int64) if "group" in records else np.full(len(records), -1)
+        self.genders, self.races = gender_codes(records), race_codes(records)  # -1 where unknown
         self.transform = transform
 
     def __len__(self):
@@ -29,7 +31,8 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, i):
         image = np.asarray(self.images[self.index[i]])
-        return {"image": self.transform(image=image)["image"], "age": self.ages[i], "group": self.groups[i]}
+        return {"image": self.transform(image=image)["image"], "age": self.ages[i], "group": self.groups[i],
+                "gender": self.genders[i], "race": self.races[i]}
 
 
 class FaceBatchDataset(FaceDataset):
@@ -45,7 +48,8 @@ class FaceBatchDataset(FaceDataset):
     def __getitem__(self, positions):
         positions = np.sort(np.asarray(positions))  # sequential reads from the memory map
         rows = self.index[positions]
-        batch = {"age": torch.from_numpy(self.ages[positions]), "group": torch.from_numpy(self.groups[positions])}
+        batch = {key: torch.from_numpy(values[positions]) for key, values in
+                 (("age", self.ages), ("group", self.groups), ("gender", self.genders), ("race", self.races))}
         if self.rows_only:
             batch["rows"] = torch.from_numpy(rows.astype(np.int64))
         else:
