@@ -203,7 +203,9 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from agelab.checkpoint import load_module, read_checkpoint
     from agelab.config import check_targets, hydra_node
     from agelab.tracking import CONFIG_KEY, RUN_ID_KEY, mlflow_logger
+    from agelab.train import require_accelerator
 
+    require_accelerator(cfg)
     stored = read_checkpoint(ckpt)
     if CONFIG_KEY not in stored:
         raise ConfigError(f"{ckpt}: checkpoint has no stored config (was it written by agelab.train?)")
@@ -245,9 +247,13 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     eval_yaml = OmegaConf.to_yaml(OmegaConf.create({"ckpt": str(ckpt), "split": cfg.split, "data": data_cfg}))
     logger.experiment.log_text(logger.run_id, eval_yaml, "config/eval.yaml")
 
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    try:
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except BaseException:
+        logger.finalize("failed")  # not left RUNNING in the store
+        raise
 
     run_id = logger.run_id
     artifacts = [a.path for folder in ("figures", "metrics") for a in client.list_artifacts(run_id, folder)]

@@ -115,6 +115,8 @@ def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
 @pytest.mark.parametrize("overrides, error", [
     (["data.batch_size=-1"], "error: data.batch_size must be a positive integer, got -1"),
     (["data=adience", "data.root=/no/such/folder"], "error: data.root /no/such/folder is not a folder"),
+    pytest.param(["trainer=gpu"], "error: trainer.accelerator=gpu needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_cli_data_overrides_reach_the_evaluation(trained, tmp_path, overrides, error):
     # @hydra.main keeps the command line outside the job's config: eval must still see it
@@ -123,3 +125,15 @@ def test_cli_data_overrides_reach_the_evaluation(trained, tmp_path, overrides, e
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(error)
+
+
+def test_a_failure_after_the_run_opened_marks_it_failed(trained, tmp_path):
+    from hydra.errors import InstantiationException
+    from mlflow.tracking import MlflowClient
+
+    cfg = compose_config(tmp_path, [*QUIET, f"ckpt={trained.ckpt}", "+trainer.no_such_option=1"], config_name="eval")
+    with pytest.raises(InstantiationException, match="no_such_option"):
+        evaluate(cfg)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]
