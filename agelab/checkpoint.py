@@ -19,10 +19,18 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}")
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(f"{path}: an ONNX model, not a checkpoint (predict takes it as onnx=; eval and export "
+                          "need the .ckpt written by agelab.train)")
+    with path.open("rb") as file:
+        if not file.read(2).startswith((b"PK", b"\x80")):  # torch.save writes a zip (or, long ago, a pickle)
+            raise ConfigError(f"{path}: not a PyTorch checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not a safe checkpoint
-        raise ConfigError(f"{path}: not a loadable agelab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load raises, the file is not a safe checkpoint
+        # (not PyTorch's own message: it suggests weights_only=False, which would run code from the file)
+        raise ConfigError(f"{path}: not a loadable agelab checkpoint (it is not made of tensors and plain values "
+                          f"only, and agelab unpickles nothing else; {type(exc).__name__})") from exc
 
 
 def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:

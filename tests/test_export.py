@@ -196,9 +196,11 @@ def test_every_head_exports_with_its_decoding_in_the_graph(tmp_path, head):
 
 
 @pytest.mark.parametrize("ckpt, message", [(None, "ckpt: give the checkpoint"), ("missing.ckpt", "no checkpoint at"),
-                                           ("bad.ckpt", "not a loadable agelab checkpoint")])
+                                           ("bad.ckpt", "bad.ckpt: not a PyTorch checkpoint"),
+                                           ("model.onnx", "model.onnx: an ONNX model, not a checkpoint")])
 def test_cli_errors_are_one_line(trained, tmp_path, capsys, ckpt, message):
     (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")
     overrides = [f"ckpt={tmp_path / ckpt}"] if ckpt else []
     with pytest.raises(SystemExit) as exit_info:
         run_or_exit(export, export_cfg(trained, tmp_path / "out", *overrides))

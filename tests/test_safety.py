@@ -47,8 +47,9 @@ def test_checkpoint_with_a_pickle_payload_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "tampered.ckpt"
     torch.save({"state_dict": {}, "agelab_config": "{}", "extra": Payload()}, bad)
-    with pytest.raises(ConfigError, match="tampered.ckpt: not a loadable agelab checkpoint"):
+    with pytest.raises(ConfigError, match="tampered.ckpt: not a loadable agelab checkpoint") as refused:
         read_checkpoint(bad)
+    assert "weights_only" not in str(refused.value)  # no advice to load it unsafely
     with pytest.raises(ConfigError):
         load_module(bad)
     assert not (tmp_path / "PAYLOAD_RAN").exists()
