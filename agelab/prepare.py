@@ -71,6 +71,9 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
     if "data" not in cfg or "source" not in cfg.data:
         raise ConfigError("prepare needs data.source in the config (pick a dataset: data=<name>)")
+    from agelab.data.datamodule import require_root
+
+    require_root(OmegaConf.select(cfg, "data.root"), OmegaConf.select(cfg, "data.layout"))  # as training says it
     source = instantiate(cfg.data.source)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     name = getattr(source, "name", "") or choices.get("data") or "data"

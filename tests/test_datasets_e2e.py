@@ -264,11 +264,29 @@ def test_a_root_left_out_is_one_clear_line(tmp_path, capsys):
     assert capsys.readouterr().err == "error: data.root is required: pass data.root=<dataset folder>\n"
 
 
-def test_a_missing_root_fails_with_one_line_naming_the_expected_files(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "agelab.train", f"paths.root_dir={tmp_path}", "data=adience",
+@pytest.mark.parametrize("command", ["agelab.train", "agelab.prepare"])
+def test_a_missing_root_fails_with_one_line_naming_the_expected_files(tmp_path, command):
+    result = subprocess.run([sys.executable, "-m", command, f"paths.root_dir={tmp_path}", "data=adience",
                              "data.root=/no/such/adience"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         "error: data.root /no/such/adience is not a folder (it should hold fold_0_data.txt .. fold_4_data.txt and "
         "aligned/<user_id>/landmark_aligned_face.<face_id>.<original_image>)"]
     assert not (tmp_path / "mlflow.db").exists()  # failed before a run was opened
+
+
+@pytest.mark.parametrize("data", ["utkface", "fgnet"])
+def test_a_folder_of_another_dataset_names_the_dataset_and_folder(tmp_path, capsys, data):
+    from agelab.cli import run_or_exit
+    from agelab.prepare import prepare
+
+    root = tmp_path / "adience"
+    save(root / "aligned" / "user1" / "landmark_aligned_face.1.photo.jpg", draw_face(64, 44))  # named for Adience
+    cfg = compose_with_hydra(tmp_path, [*SMALL, f"data={data}", f"data.root={root}"], config_name="prepare")
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(prepare, cfg)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and error.startswith(f"error: {data}: ") and str(root) in error
+    if data == "utkface":  # its reader counts the misnamed file as bad_filename
+        assert error.endswith("(bad_filename 1); check data.root and that its files follow this dataset's layout")

@@ -15,6 +15,13 @@ from agelab.data.attributes import gender_codes, race_codes
 from agelab.errors import ConfigError, DataError
 
 
+def require_root(root, layout: str | None) -> None:
+    """DataError naming ``data.root`` and what it should hold (``data.layout``) unless it is a folder."""
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        expected = f" (it should hold {layout})" if layout else ""
+        raise DataError(f"data.root {root} is not a folder{expected}")
+
+
 class FaceDataset(Dataset):
     """Faces from a uint8 image array (often a memory map) and their records."""
 
@@ -67,10 +74,7 @@ class FaceDataModule(pl.LightningDataModule):
         # Facts about the data that other config nodes interpolate: the oldest label (age heads size
         # their outputs from it), the dataset folder and the test fold (the source reads them).
         self.max_age, self.root, self.fold = max_age, root, fold
-        if root is not None and not Path(str(root)).expanduser().is_dir():
-            # Fail before any run starts; ``layout`` says what the folder must hold.
-            expected = f" (it should hold {layout})" if layout else ""
-            raise DataError(f"data.root {root} is not a folder{expected}")
+        require_root(root, layout)  # before any run starts
         for name, value in {"data.batch_size": batch_size, "data.eval_batch_size": eval_batch_size or batch_size}.items():
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -67,6 +67,11 @@ class PreparedSource:
         if not isinstance(records, pd.DataFrame):
             raise ConfigError(f"data.source.reader returned {type(result).__name__}, expected a ReadResult "
                               "(records DataFrame + dropped Counter)")
+        if len(records) == 0:
+            root = getattr(self.reader, "keywords", {}).get("root")
+            drops = ", ".join(f"{reason} {n}" for reason, n in sorted(Counter(reader_drops or {}).items())) or "no files found"
+            raise DataError(f"{self.name}: no faces to prepare from {root or 'the reader'} ({drops}); "
+                            "check data.root and that its files follow this dataset's layout")
         self.folder = self.cache_dir / f"{self.name}-{cache_key(records, self.cropper)[:12]}"
         prepared = prepare_cache(records, self.folder, self.cropper, workers=self.workers,
                                  shard_size=self.shard_size, progress=self.progress)
