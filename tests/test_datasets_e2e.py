@@ -290,3 +290,15 @@ def test_a_folder_of_another_dataset_names_the_dataset_and_folder(tmp_path, caps
     assert "\n" not in error and error.startswith(f"error: {data}: ") and str(root) in error
     if data == "utkface":  # its reader counts the misnamed file as bad_filename
         assert error.endswith("(bad_filename 1); check data.root and that its files follow this dataset's layout")
+
+
+@pytest.mark.parametrize("fold, span", [(7, "0..4"), (-1, "0..4")])
+def test_an_adience_fold_out_of_range_stops_before_any_run(tmp_path, capsys, fold, span):
+    from agelab.cli import run_or_exit
+
+    (tmp_path / "adience").mkdir()
+    cfg = compose_config(tmp_path, [*SMALL, "data=adience", f"data.root={tmp_path / 'adience'}", f"data.fold={fold}"])
+    with pytest.raises(SystemExit):
+        run_or_exit(train, cfg)
+    assert capsys.readouterr().err == f"error: data.fold must be {span}, got {fold}\n"
+    assert not (tmp_path / "mlflow.db").exists()

@@ -68,13 +68,16 @@ class FaceDataModule(pl.LightningDataModule):
     def __init__(self, source, train_transform: Callable, eval_transform: Callable, batch_size: int = 64,
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, max_age: int = 100, root: str | None = None,
-                 fold: int | None = None, augment_on: str = "cpu", device_train_transform: Callable | None = None,
+                 fold: int | None = None, folds: int | None = None, augment_on: str = "cpu", device_train_transform: Callable | None = None,
                  device_eval_transform: Callable | None = None, device_cache: bool = False, layout: str | None = None):
         super().__init__()
         # Facts about the data that other config nodes interpolate: the oldest label (age heads size
         # their outputs from it), the dataset folder and the test fold (the source reads them).
         self.max_age, self.root, self.fold = max_age, root, fold
         require_root(root, layout)  # before any run starts
+        if fold is not None and (not isinstance(fold, int) or fold < 0 or (folds is not None and fold >= folds)):
+            span = f"0..{folds - 1}" if folds is not None else "an integer >= 0"
+            raise ConfigError(f"data.fold must be {span}, got {fold!r}")
         for name, value in {"data.batch_size": batch_size, "data.eval_batch_size": eval_batch_size or batch_size}.items():
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
