@@ -37,3 +37,12 @@ def test_unknown_model_name_lists_the_known_ones(tmp_path):
     out = result.stdout + result.stderr
     assert "Traceback" not in out
     assert "Could not find 'model/nope'" in out and "smlf_small" in out
+
+
+@pytest.mark.parametrize("command", ["train", "prepare", "eval", "predict", "export", "cv", "report"])
+def test_help_opens_with_the_usage_line(command):
+    result = subprocess.run([sys.executable, "-m", f"agelab.{command}", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert result.stdout.splitlines()[0].startswith(f"python -m agelab.{command} ")
+    assert "== Configuration groups ==" in result.stdout
