@@ -3,6 +3,7 @@ reporting itself against the uncompressed model. One tiny base training serves t
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -127,7 +128,11 @@ def test_prune_run_keeps_its_zeros_and_reports_against_the_base(base):
     history = base.client.get_metric_history(run.info.run_id, "compress/sparsity")
     assert len(history) >= 2 and max(h.value for h in history) > 0.5
     report = base.client.download_artifacts(run.info.run_id, "compress/report.txt", str(base.root))
-    assert "uncompressed" in open(report).read()
+    text = open(report).read()
+    assert "uncompressed" in text
+    params = int(m["compress/params"])
+    assert f"{'params':<16}{params:>14,}{params:>14,}" in text.splitlines()  # counts in full, not 3.565e+05
+    assert run.data.tags["compress.base_ckpt"] == str(Path(base.ckpt).resolve())
 
 
 def test_checkpoints_of_compiled_models_load_under_plain_names(base, tmp_path):

@@ -179,6 +179,14 @@ def test_gender_and_race_charts_appear_when_the_data_has_them(trained):
     assert not trained.client.list_artifacts(logger.run_id, "metrics")
 
 
+def test_one_epoch_of_learning_curves_gets_whole_number_ticks():
+    from agelab.callbacks.figures import learning_curves_figure
+
+    fig = learning_curves_figure({"loss": {"train": [(0, 2.0)], "val": [(0, 2.5)]}})
+    ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+    assert 0 in ticks and all(float(t).is_integer() for t in ticks)
+
+
 def test_cs_curve_figure_still_draws():
     fig = cs_curve_figure(np.linspace(0, 1, 16))
     assert list(fig.axes[0].lines[0].get_xdata()) == list(range(16))

@@ -97,6 +97,9 @@ def learning_curves_figure(curves: Mapping[str, Mapping[str, Sequence[tuple[floa
                 x, y = zip(*points)
                 ax.plot(x, y, label=stage, markersize=4, **styles.get(stage, {}))
         ax.set(title=PANEL_TITLES.get(name, name), xlabel="epoch")
+        epochs = {x for points in curves[name].values() for x, _ in points}
+        if len(epochs) == 1:  # one epoch: whole-number ticks around it, not +-0.05
+            ax.set_xlim(min(epochs) - 1, min(epochs) + 1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

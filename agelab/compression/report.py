@@ -20,6 +20,7 @@ import gzip
 import io
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -110,7 +111,7 @@ class CompressionReport(pl.Callback):
         client.log_batch(run_id, metrics=[Metric(PREFIX + k, float(v), now, 0) for k, v in figures.items()
                                           if np.isfinite(v)])
         client.set_tag(run_id, "compress.method", self.method)
-        client.set_tag(run_id, "compress.base_ckpt", self.base_ckpt)
+        client.set_tag(run_id, "compress.base_ckpt", str(Path(self.base_ckpt).resolve()))  # as eval.ckpt
         base_run = run_id_from_checkpoint(self.base_ckpt)
         if base_run:
             client.set_tag(run_id, "compress.base_run_id", base_run)
@@ -121,5 +122,13 @@ class CompressionReport(pl.Callback):
         names = sorted({k[len("base_"):] for k in self.figures if k.startswith("base_")})
         lines = [f"{'':<16}{'uncompressed':>14}{self.method:>14}"]
         for name in names:
-            lines.append(f"{name:<16}{self.figures['base_' + name]:>14.4g}{self.figures.get(name, float('nan')):>14.4g}")
+            base, compressed = self.figures["base_" + name], self.figures.get(name, float("nan"))
+            lines.append(f"{name:<16}{_figure(base):>14}{_figure(compressed):>14}")
         return "\n".join(lines)
+
+
+def _figure(value: float) -> str:
+    """Counts as counts (356,465), everything else to 4 significant digits."""
+    if np.isfinite(value) and float(value).is_integer() and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
