@@ -158,9 +158,11 @@ def find_trained_run(client, run_id: str | None):
         return None
 
 
-def scalar_metrics(results: dict, callback_metrics: dict) -> dict[str, float]:
+def scalar_metrics(results: dict, callback_metrics: dict, task: str = "age") -> dict[str, float]:
+    """The split's scalar figures, plus the loss when the split had targets for the head's ``task``
+    ("age" or "group"): with none (an age head on group-only labels) the loss is a meaningless 0."""
     out = {k: float(v) for k, v in results.items() if getattr(v, "numel", lambda: 1)() == 1}
-    if "test/loss" in callback_metrics:
+    if "test/loss" in callback_metrics and out.get(f"n_{task}", 0) > 0:
         out["loss"] = float(callback_metrics["test/loss"])
     return out
 
@@ -257,6 +259,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
 
     run_id = logger.run_id
     artifacts = [a.path for folder in ("figures", "metrics") for a in client.list_artifacts(run_id, folder)]
-    return EvalResult(metrics=scalar_metrics(module.test_results, trainer.callback_metrics), split=cfg.split,
+    metrics = scalar_metrics(module.test_results, trainer.callback_metrics, module.head.task)
+    return EvalResult(metrics=metrics, split=cfg.split,
                       ckpt=Path(ckpt), run_id=run_id, trained_run_id=trained_run_id, experiment_name=experiment_name,
                       tracking_uri=uri, data_from_checkpoint=from_checkpoint, artifacts=artifacts)

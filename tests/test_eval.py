@@ -137,3 +137,13 @@ def test_a_failure_after_the_run_opened_marks_it_failed(trained, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_the_loss_is_left_out_when_the_split_has_no_targets_for_the_head():
+    from agelab.evaluation import scalar_metrics
+
+    loss = {"test/loss": torch.tensor(0.0)}
+    group_only = {"n_group": torch.tensor(30.0), "acc": torch.tensor(0.5)}
+    assert "loss" not in scalar_metrics(group_only, loss, task="age")  # an age head on Adience's group labels
+    assert scalar_metrics(group_only, {"test/loss": torch.tensor(1.5)}, task="group")["loss"] == 1.5
+    assert scalar_metrics({"n_age": torch.tensor(9.0)}, {"test/loss": torch.tensor(2.0)})["loss"] == 2.0
