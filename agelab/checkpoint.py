@@ -64,7 +64,8 @@ def eval_transform(cfg: DictConfig):
 def load_weights(module: torch.nn.Module, path: str | Path) -> None:
     """Start ``module`` (an AgeModule) from the weights of an agelab checkpoint: same model and head
     (a fresh optimiser, schedule and MLflow run: fine-tuning, pruning). Mismatches name the layers."""
-    state = trained_state(read_checkpoint(path), path)
+    checkpoint = read_checkpoint(path)
+    state = trained_state(checkpoint, path)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -73,5 +74,16 @@ def load_weights(module: torch.nn.Module, path: str | Path) -> None:
         details = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in
                    (("missing", missing), ("unexpected", unexpected), ("different shape", wrong_shape)) if keys]
         raise ConfigError(f"{path}: weights do not fit this model and head ({'; '.join(details)}); "
-                          "use the model=, head= and data= it was trained with")
+                          f"use the model=, head= and data= it was trained with{trained_with(checkpoint)}")
     module.load_state_dict(state)
+
+
+def trained_with(checkpoint: dict) -> str:
+    """" (<model class>, <head class>, max_age <n>)" from the checkpoint's stored config, or ""."""
+    try:
+        cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+        names = [str(OmegaConf.select(cfg, f"{key}._target_")).rsplit(".", 1)[-1] for key in ("model", "head")]
+        max_age = OmegaConf.select(cfg, "data.max_age")
+    except Exception:  # noqa: BLE001 - only a hint: a checkpoint without a readable config gives none
+        return ""
+    return f" ({', '.join(names)}{f', data.max_age={max_age}' if max_age is not None else ''})"

@@ -159,6 +159,7 @@ def test_weights_from_a_different_model_is_one_clear_line(base, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert str(base.ckpt) in err and "do not fit this model" in err
+    assert err.endswith("it was trained with (SMLFNetSmall, DexHead, data.max_age=100)")  # what to pass instead
 
 
 def test_prune_without_weights_from_asks_for_it(base, capsys):
