@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
+from torch.utils.flop_counter import FlopCounterMode
 
 from agelab.callbacks import ConfusionMatrixFigure, MAEBreakdownFigure, WorstPredictionsFigure
 from agelab.callbacks.confusion import confusion_record
@@ -70,6 +71,14 @@ def test_a_training_run_logs_every_figure_as_a_real_png(trained):
         height, width, _ = image.shape
         assert height >= 300 and width >= 400, (artifact, image.shape)
         assert logged[artifact] > 10_000 and image.std() > 10, artifact  # drawn, not blank
+
+
+def test_the_run_records_the_networks_flops_per_face(trained):
+    module, _ = load_module(trained.ckpt)
+    with FlopCounterMode(display=False) as counter:
+        module.logits(torch.zeros(1, 3, module.model.input_size, module.model.input_size))
+    logged = trained.run.data.metrics["model/mflops"]
+    assert logged == pytest.approx(counter.get_total_flops() / 1e6) and logged > 1
 
 
 def test_the_confusion_json_is_the_test_sets_8x8_confusion(trained):
