@@ -194,9 +194,10 @@ def test_model_size_and_export_columns(store):
     assert cnn["params"] == stored(store, store.runs["cnn"], "export/num_params")[0]
     assert cnn["onnx_int8_mb"] < cnn["onnx_fp32_mb"]
     assert all(math.isnan(smlf[c]) for c in ("onnx_fp32_mb", "onnx_int8_mb", "int8_ms_1thread"))  # not exported
+    assert smlf["mflops"] == stored(store, store.runs["smlf"], "model/mflops")[0] > 0
     assert math.isnan(folds["params"])  # runs without model/params (nor an export)
     line = next(line for line in to_markdown(summary).splitlines() if "| smlf_small |" in line)
-    assert line.endswith(f"| {int(expected):,} | {smlf['weights_mb']:.3f} | n/a | n/a | n/a |")
+    assert line.endswith(f"| {int(expected):,} | {smlf['weights_mb']:.3f} | {smlf['mflops']:.3f} | n/a | n/a | n/a |")
 
 
 def test_options_choose_experiments_groups_metrics_and_eval_runs(store):

@@ -26,6 +26,7 @@ DEFAULT_METRICS = ("test/mae", "test/cs5", "test/acc", "test/one_off")
 SIZE_COLUMNS = {
     "params": ("model/params", "export/num_params"),
     "weights_mb": ("model/size_mb",),               # fp32 parameters and buffers
+    "mflops": ("model/mflops",),                    # one face through model + head
     "onnx_fp32_mb": ("export/fp32_mb",),
     "onnx_int8_mb": ("export/int8_mb",),
     "int8_ms_1thread": ("export/latency_ms_int8_onnx",),  # one face, one CPU thread
