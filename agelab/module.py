@@ -33,6 +33,7 @@ from agelab.groups import NUM_GROUPS
 from agelab.heads.base import Head
 from agelab.heads.ce import group_targets
 from agelab.metrics import AgeMetrics
+from agelab.models.summary import blank_face
 
 STAGES = ("train", "val", "test")
 LOSS_WEIGHTS = (None, "inverse_frequency")
@@ -81,15 +82,6 @@ def check_optimizer(factory: Callable) -> None:
         raise ConfigError(f"optimizer ({name}): {exc}; check the optimizer.* values") from None
 
 
-def example_input(model: nn.Module) -> torch.Tensor | None:
-    """One blank face of the model's input size and channels, or None when the model does not say."""
-    size = getattr(model, "input_size", None)
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if not isinstance(size, int) or conv is None:
-        return None
-    return torch.zeros(1, conv.in_channels, size, size)
-
-
 class AgeModule(pl.LightningModule):
     def __init__(self, model: nn.Module, head: Head, optimizer: Callable | None, scheduler: Callable | None = None,
                  scheduler_interval: str = "auto", channels_last: bool = False, freeze_epochs: int = 0,
@@ -106,7 +98,7 @@ class AgeModule(pl.LightningModule):
         self.channels_last = channels_last  # NHWC: faster convolutions on CPU and tensor cores
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.head = head
-        self.example_input_array = example_input(model)  # the summary then shows sizes and FLOPs per face
+        self.example_input_array = blank_face(model)  # the summary then shows sizes and FLOPs per face
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval

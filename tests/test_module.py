@@ -268,7 +268,7 @@ def test_a_wrong_optimiser_value_stops_when_the_module_is_built(tmp_path, value,
     assert re.match(f"optimizer \\(AdamW\\): .*{words}.*; check the optimizer.\\* values$", str(cause))
 
 
-def test_example_input_matches_the_model_so_the_summary_counts_flops():
+def test_the_example_input_matches_the_model_so_the_summary_counts_flops():
     smlf = MODELS["smlf_small"]()
     gray = MODELS["simple_cnn"](input_size=32, in_channels=1)
     assert AgeModule(smlf, DexHead(smlf.out_features), None).example_input_array.shape == (1, 3, 64, 64)

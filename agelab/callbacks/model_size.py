@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+
+from agelab.models.summary import forward_flops
 
 BYTES_FP32 = 4
 
@@ -30,37 +31,15 @@ def model_size(module: torch.nn.Module) -> dict[str, float]:
     return {"model/params": float(params), "model/size_mb": (params + buffers) * BYTES_FP32 / 1e6}
 
 
-@torch.no_grad()
-def mflops_per_face(model: torch.nn.Module, head: torch.nn.Module) -> float | None:
-    """Millions of FLOPs of model + head on one blank face of the model's input size (eval mode),
-    or None when the model does not say its input size."""
-    from agelab.module import example_input
-
-    model = getattr(model, "_orig_mod", model)  # count the plain network, not a torch.compile wrapper
-    face = example_input(model)
-    if face is None:
-        return None
-    modes = [(m, m.training) for m in (model, head)]
-    parameter = next(model.parameters())
-    try:
-        model.eval(), head.eval()
-        with FlopCounterMode(display=False) as counter:
-            head(model(face.to(parameter.device, parameter.dtype)))
-    finally:
-        for module, training in modes:
-            module.train(training)
-    return counter.get_total_flops() / 1e6
-
-
 class ModelSize(pl.Callback):
     """Logs ``model/params``, ``model/size_mb`` (see ``model_size``) and ``model/mflops`` (see
-    ``mflops_per_face``) to every logger at fit start."""
+    ``agelab.models.summary.forward_flops``) to every logger at fit start."""
 
     def on_fit_start(self, trainer, pl_module):
         sizes = model_size(network(pl_module))
         if isinstance(getattr(pl_module, "model", None), torch.nn.Module) and hasattr(pl_module, "head"):
-            mflops = mflops_per_face(pl_module.model, pl_module.head)
-            if mflops is not None:
-                sizes["model/mflops"] = mflops
+            flops = forward_flops(pl_module.model, pl_module.head)
+            if flops is not None:
+                sizes["model/mflops"] = flops / 1e6
         for logger in trainer.loggers:
             logger.log_metrics(sizes, step=0)

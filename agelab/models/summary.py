@@ -29,12 +29,32 @@ def count_params(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def forward_flops(model: torch.nn.Module, head: torch.nn.Module, input_size: int) -> int:
-    model.eval()
-    head.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        head(model(torch.zeros(1, 3, input_size, input_size)))
+def blank_face(model: torch.nn.Module) -> torch.Tensor | None:
+    """One blank face of the model's input size and channels, or None when the model does not say."""
+    size = getattr(model, "input_size", None)
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if not isinstance(size, int) or conv is None:
+        return None
+    return torch.zeros(1, conv.in_channels, size, size)
+
+
+@torch.no_grad()
+def forward_flops(model: torch.nn.Module, head: torch.nn.Module) -> int | None:
+    """FLOPs of model + head on one blank face (eval mode; the modes are restored), or None when the
+    model does not say its input size."""
+    model = getattr(model, "_orig_mod", model)  # count the plain network, not a torch.compile wrapper
+    face = blank_face(model)
+    if face is None:
+        return None
+    modes = [(m, m.training) for m in (model, head)]
+    parameter = next(model.parameters())
+    try:
+        model.eval(), head.eval()
+        with FlopCounterMode(display=False) as counter:
+            head(model(face.to(parameter.device, parameter.dtype)))
+    finally:
+        for module, training in modes:
+            module.train(training)
     return counter.get_total_flops()
 
 
@@ -48,7 +68,7 @@ def summary_rows(names=None) -> list[dict]:
             "model": name, "input": f"{model.input_size}x{model.input_size}", "features": model.out_features,
             "params": f"{count_params(model) / 1e6:.2f} M", "params + DEX-66": f"{with_head / 1e6:.2f} M",
             "fp32 MB": f"{with_head * 4 / 1e6:.1f}",
-            "MFLOPs/face": f"{forward_flops(model, head, model.input_size) / 1e6:.0f}",
+            "MFLOPs/face": f"{forward_flops(model, head) / 1e6:.0f}",
             "paper": PAPER.get(name, ""),
         })
     return rows
