@@ -116,8 +116,9 @@ def image_grid_figure(images: Sequence[np.ndarray], captions: Sequence[str], col
     count = len(images)
     cols = max(1, min(cols, count))
     rows = max(1, math.ceil(count / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.1 * rows + (0.4 if title else 0)), dpi=100,
-                             squeeze=False)
+    title_inches = 0.4 if title else 0.0
+    height = 2.1 * rows + title_inches
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, height), dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):
@@ -125,7 +126,7 @@ def image_grid_figure(images: Sequence[np.ndarray], captions: Sequence[str], col
         ax.set_title(caption, fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))  # the title keeps its own strip on top
     return fig
 
 
