@@ -1,5 +1,6 @@
 """Silence third-party chatter that says nothing about the run: a sales tip and a deprecation
-warning that Lightning itself triggers on every fit. Everything else still reaches the log."""
+warning that Lightning itself triggers on every fit, and the set-up lines of MLflow's database
+migrations (alembic). Everything else still reaches the log."""
 
 from __future__ import annotations
 
@@ -20,5 +21,6 @@ def quiet_third_party() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropAdverts) for f in logger.filters):
             logger.addFilter(_DropAdverts())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # Lightning's own pytree helper uses a torch API that torch deprecated; nothing a user can change.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -12,9 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.callbacks import CheckpointRunId
+from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
+from agelab.resume import check_resume
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,6 @@ def build_module(cfg: DictConfig):
     head = instantiate(cfg.head, in_features=model.out_features)
     module = instantiate(cfg.module, model=model, head=head)
     if cfg.get("weights_from"):  # start from trained weights (fine-tuning, pruning); a new run
-        from agelab.checkpoint import load_weights
-
         load_weights(module, cfg.weights_from)
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
@@ -59,14 +59,29 @@ def require_accelerator(cfg: DictConfig) -> None:
                           "use trainer=cpu (or trainer.accelerator=cpu)")
 
 
+def require_training_setup(cfg: DictConfig) -> None:
+    """Values Lightning would only trip over after the run is opened: one line now instead."""
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs == 0 or epochs < -1 or (
+            epochs == -1 and not (isinstance(steps, int) and steps > 0)):
+        raise ConfigError(f"trainer.max_epochs must be a positive integer (or -1 with trainer.max_steps > 0), "
+                          f"got {epochs!r}")
+    if OmegaConf.select(cfg, "callbacks.model_checkpoint") is None:
+        raise ConfigError("training needs callbacks.model_checkpoint (callbacks=default or callbacks=export; "
+                          "callbacks=figures is the set agelab.eval uses)")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric (train/val/test)."""
     require_accelerator(cfg)
+    require_training_setup(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
     if ckpt_path:
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
+        check_resume(cfg, read_checkpoint(ckpt_path), ckpt_path)  # before the run is reopened
         with open_dict(cfg):  # keep writing checkpoints next to the one we resume from
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 

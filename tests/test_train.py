@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
+from agelab.errors import ConfigError
 from agelab.train import train
 
 from conftest import TINY, compose_config
@@ -86,7 +89,15 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     client = client_for(tmp_path)
     run_id = only_run(client).info.run_id
 
-    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"])
+    # Resuming with another setup stops before the run is touched, naming the overrides to repeat.
+    for changed, expected in ((["data.source.train_size=256"], "(data.source.train_size=384;"),
+                              (["model=simple_cnn"], "(model._target_=agelab.models.smlf.SMLFNetSmall ")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            train(compose_config(tmp_path, [*TINY, *changed, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert only_run(client).info.status == "FINISHED"
+
+    # Another trainer (here: more epochs) and more loader workers are fine.
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", "data.num_workers=1", f"ckpt_path={last}"])
     train(cfg)
     run = only_run(client)  # still one run
     assert run.info.run_id == run_id
@@ -98,10 +109,6 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
 
 
 def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monkeypatch):
-    import pytest
-
-    from agelab.errors import ConfigError
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
     with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu needs a CUDA GPU and torch sees none; use trainer=cpu"):
         train(compose_config(tmp_path, ["trainer=gpu"]))

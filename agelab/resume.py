@@ -1,0 +1,51 @@
+"""Resuming a training from its checkpoint: the command must describe the training it continues.
+
+A checkpoint carries the resolved config it was trained with. Resuming with another model, head,
+data or optimiser would either crash on the weights or quietly train something else into the same
+MLflow run, so every difference in the keys that define the experiment stops the command before
+the run is touched, with the overrides that bring the command back in line. Keys that only say how
+to run (trainer, loader workers, compile, paths, logging) may change: a run started on a CPU can
+go on on a GPU, and ``trainer.max_epochs`` can be raised to train longer.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from agelab.errors import ConfigError
+from agelab.tracking import CONFIG_KEY, flatten_config
+
+EXPERIMENT_SECTIONS = ("model", "head", "module", "optimizer", "scheduler", "data", "augment", "compress", "seed")
+HOW_TO_RUN = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.device_cache",
+              "data.augment_on", "data.eval_batch_size", "data.source.workers", "data.source.progress")
+SHOWN = 6  # differences spelled out in the error; the rest are counted
+
+
+def experiment_keys(cfg: DictConfig) -> dict[str, str]:
+    flat = flatten_config(cfg)
+    return {k: v for k, v in flat.items() if k.split(".")[0] in EXPERIMENT_SECTIONS
+            and not k.startswith(HOW_TO_RUN)}
+
+
+def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> None:
+    """ConfigError listing the experiment keys where ``cfg`` differs from the checkpoint's config."""
+    if CONFIG_KEY not in checkpoint:
+        return  # not written by agelab.train: Lightning's own checks apply
+    stored = OmegaConf.create(checkpoint[CONFIG_KEY])
+    trained = experiment_keys(stored)
+    # What follows from how long and where it runs (a cosine T_max set from trainer.max_epochs, cache
+    # folders under paths) is compared as it was: the schedule's own state comes from the checkpoint.
+    probe = cfg.copy()
+    with open_dict(probe):
+        for node in ("trainer", "paths"):
+            if node in stored:
+                probe[node] = stored[node]
+    now = experiment_keys(probe)
+    differ = sorted(k for k in trained.keys() | now.keys() if trained.get(k) != now.get(k))
+    if not differ:
+        return
+    shown = [f"{k}={trained[k]}" if k in trained else f"~{k}" for k in differ[:SHOWN]]
+    more = f" and {len(differ) - SHOWN} more" if len(differ) > SHOWN else ""
+    raise ConfigError(f"{ckpt_path} was trained with another setup; repeat its overrides to resume it "
+                      f"({' '.join(shown)}{more}; all of them are in the run's config/config.yaml), "
+                      "or drop ckpt_path to start a new run")
