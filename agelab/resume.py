@@ -49,3 +49,28 @@ def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> None:
     raise ConfigError(f"{ckpt_path} was trained with another setup; repeat its overrides to resume it "
                       f"({' '.join(shown)}{more}; all of them are in the run's config/config.yaml), "
                       "or drop ckpt_path to start a new run")
+
+
+def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:
+    """The logged metrics of the run this checkpoint belongs to when there is nothing left to do:
+    it has trained ``trainer.max_epochs`` epochs and its MLflow run FINISHED (tested too). A sweep or
+    a command started again then returns its result instead of testing and logging it twice."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from agelab.evaluation import tracking_uri_of
+    from agelab.tracking import RUN_ID_KEY
+
+    epochs_done = int(checkpoint.get("epoch", -1)) + 1
+    if not checkpoint.get(RUN_ID_KEY) or epochs_done < int(cfg.trainer.max_epochs) or cfg.trainer.max_epochs < 0:
+        return None
+    try:
+        run = MlflowClient(tracking_uri_of(cfg)).get_run(checkpoint[RUN_ID_KEY])
+    except MlflowException:
+        return None
+    if run.info.status != "FINISHED":
+        return None  # fitted but not tested (it stopped in between): go on, Lightning tests it
+    states = checkpoint.get("callbacks") or {}
+    best = next((state.get("best_model_path", "") for name, state in states.items()
+                 if str(name).startswith("ModelCheckpoint") and isinstance(state, dict)), "")
+    return {**run.data.metrics, "best_model_path": best}

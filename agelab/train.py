@@ -16,7 +16,7 @@ from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
-from agelab.resume import check_resume
+from agelab.resume import check_resume, finished_run_metrics
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
-        check_resume(cfg, read_checkpoint(ckpt_path), ckpt_path)  # before the run is reopened
+        checkpoint = read_checkpoint(ckpt_path)
+        check_resume(cfg, checkpoint, ckpt_path)  # before the run is reopened
+        done = finished_run_metrics(cfg, checkpoint)
+        if done is not None:
+            log.info("%s: already trained %d epochs and tested; nothing to do (raise trainer.max_epochs to "
+                     "train longer)", ckpt_path, cfg.trainer.max_epochs)
+            return done
         with open_dict(cfg):  # keep writing checkpoints next to the one we resume from
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 

@@ -107,6 +107,12 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     # The resumed training kept writing checkpoints next to the one it resumed from.
     assert torch.load(last, weights_only=True)["global_step"] == 2 * steps_before > 0
 
+    # The same command again: nothing left to train or test; it returns the run's results, logs nothing twice.
+    tested = client.get_metric_history(run_id, "test/mae")
+    again = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert again["test/mae"] == tested[-1].value and Path(again["best_model_path"]).is_file()
+    assert len(client.get_metric_history(run_id, "test/mae")) == len(tested)
+
 
 def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
