@@ -112,6 +112,9 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     again = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert again["test/mae"] == tested[-1].value and Path(again["best_model_path"]).is_file()
     assert len(client.get_metric_history(run_id, "test/mae")) == len(tested)
+    # One best checkpoint in the run's artifacts: the longer fit's replaced the first fit's.
+    artifacts = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+    assert artifacts == [f"checkpoints/{Path(again['best_model_path']).name}"]
 
 
 def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monkeypatch):

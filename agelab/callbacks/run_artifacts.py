@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 
 from agelab.callbacks.mlflow_utils import mlflow_run
@@ -24,10 +26,22 @@ class CheckpointRunId(pl.Callback):
 
 
 class BestCheckpointArtifact(pl.Callback):
-    """Logs the best checkpoint (by the ModelCheckpoint monitor) under ``checkpoints/``."""
+    """Logs the best checkpoint (by the ModelCheckpoint monitor) under ``checkpoints/``; a run
+    resumed to train longer replaces the best of its earlier fit there, so one best stays."""
 
     def on_fit_end(self, trainer, pl_module):
         client, run_id = mlflow_run(trainer)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if client and best and trainer.is_global_zero:
-            client.log_artifact(run_id, best, "checkpoints")
+        if not (client and best and trainer.is_global_zero):
+            return
+        stale = [a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path != f"checkpoints/{Path(best).name}"]
+        if stale:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repository = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+            for path in stale:
+                try:
+                    repository.delete_artifacts(path)
+                except NotImplementedError:  # a store that cannot delete keeps both
+                    break
+        client.log_artifact(run_id, best, "checkpoints")
