@@ -61,10 +61,11 @@ def eval_transform(cfg: DictConfig):
     return instantiate(OmegaConf.select(cfg, "data.eval_transform") or cfg.augment.eval)
 
 
-def load_weights(module: torch.nn.Module, path: str | Path) -> None:
+def load_weights(module: torch.nn.Module, path: str | Path, checkpoint: dict | None = None) -> None:
     """Start ``module`` (an AgeModule) from the weights of an agelab checkpoint: same model and head
-    (a fresh optimiser, schedule and MLflow run: fine-tuning, pruning). Mismatches name the layers."""
-    checkpoint = read_checkpoint(path)
+    (a fresh optimiser, schedule and MLflow run: fine-tuning, pruning). Mismatches name the layers.
+    ``checkpoint``: the file's contents when the caller has read it already."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     state = trained_state(checkpoint, path)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))

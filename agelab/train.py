@@ -16,7 +16,7 @@ from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
-from agelab.resume import check_resume, finished_run_metrics
+from agelab.resume import check_resume, finished_run_metrics, warn_if_other_data
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ def build_module(cfg: DictConfig):
     head = instantiate(cfg.head, in_features=model.out_features)
     module = instantiate(cfg.module, model=model, head=head)
     if cfg.get("weights_from"):  # start from trained weights (fine-tuning, pruning); a new run
-        load_weights(module, cfg.weights_from)
+        base = read_checkpoint(cfg.weights_from)
+        load_weights(module, cfg.weights_from, base)
+        warn_if_other_data(cfg, base, cfg.weights_from)
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
         module.example_input_array = None  # a batch-of-one summary pass would compile a second graph
