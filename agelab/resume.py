@@ -19,7 +19,8 @@ from agelab.tracking import CONFIG_KEY, flatten_config
 
 EXPERIMENT_SECTIONS = ("model", "head", "module", "optimizer", "scheduler", "data", "augment", "compress", "seed")
 HOW_TO_RUN = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.device_cache",
-              "data.augment_on", "data.eval_batch_size", "data.source.workers", "data.source.progress")
+              "data.augment_on", "data.eval_batch_size", "data.source.workers", "data.source.progress",
+              "data.root", "data.source.test_root")  # (a dataset folder may move between machines)
 SHOWN = 6  # differences spelled out in the error; the rest are counted
 MAX_ROUNDS = 200  # keys put back at most while looking for the overrides that explain every difference
 log = logging.getLogger(__name__)
