@@ -80,7 +80,8 @@ def load_weights(module: torch.nn.Module, path: str | Path, checkpoint: dict | N
 
 
 def trained_with(checkpoint: dict) -> str:
-    """" (<model class>, <head class>, max_age <n>)" from the checkpoint's stored config, or ""."""
+    """The hint ``(<model class>, <head class>, data.max_age=<n>)`` from the checkpoint's stored
+    config, or "" when it has none."""
     try:
         cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
         names = [str(OmegaConf.select(cfg, f"{key}._target_")).rsplit(".", 1)[-1] for key in ("model", "head")]

@@ -276,6 +276,11 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
     shutil.rmtree(folder / SHARDS, ignore_errors=True)  # the manifest is written: the shards are spent
     cropped = len(records) - done
     log.info("face cache %s: kept %d of %d (dropped: %s); cropped %d images in %.1f s (%.0f/s, %d workers)",
-             folder, len(result), len(records), ", ".join(f"{r} {n}" for r, n in sorted(dropped.items())) or "none",
+             folder, len(result), len(records), drop_summary(dropped) or "none",
              cropped, elapsed, cropped / max(elapsed, 1e-9), workers)
     return PrepareResult(np.load(folder / IMAGES, mmap_mode="r"), result, dropped, folder, reused=False)
+
+
+def drop_summary(dropped) -> str:
+    """The drop counts by reason in one line, e.g. "bad_age 2, too_blurry 1" ("" when none)."""
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(dict(dropped).items()))

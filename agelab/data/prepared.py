@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from agelab.data.faces import FaceCropper
-from agelab.data.prepare_cache import PrepareResult, cache_key, prepare_cache
+from agelab.data.prepare_cache import PrepareResult, cache_key, drop_summary, prepare_cache
 from agelab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class PreparedSource:
                               "(records DataFrame + dropped Counter)")
         if len(records) == 0:
             root = getattr(self.reader, "keywords", {}).get("root")
-            drops = ", ".join(f"{reason} {n}" for reason, n in sorted(Counter(reader_drops or {}).items())) or "no files found"
+            drops = drop_summary(reader_drops or {}) or "no files found"
             raise DataError(f"{self.name}: no faces to prepare from {root or 'the reader'} ({drops}); "
                             "check data.root and that its files follow this dataset's layout")
         self.folder = self.cache_dir / f"{self.name}-{cache_key(records, self.cropper)[:12]}"
