@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
-from omegaconf import open_dict
 
 from agelab.errors import ConfigError
 from agelab.train import train
@@ -34,8 +34,6 @@ def test_tiny_training_beats_mean_baseline_and_is_tracked(tmp_path):
     metrics = train(cfg)
 
     # Predict-the-train-mean baseline on the same validation faces.
-    from agelab.data.sources import SynthSource
-    from hydra.utils import instantiate
     _, records = instantiate(cfg.data.source).load()
     mean_age = records.loc[records.split == "train", "age"].mean()
     baseline = (records.loc[records.split == "val", "age"] - mean_age).abs().mean()
