@@ -19,8 +19,8 @@ from agelab.tracking import CONFIG_KEY, flatten_config
 
 EXPERIMENT_SECTIONS = ("model", "head", "module", "optimizer", "scheduler", "data", "augment", "compress", "seed")
 HOW_TO_RUN = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.device_cache",
-              "data.augment_on", "data.eval_batch_size", "data.source.workers", "data.source.progress",
-              "data.root", "data.source.test_root")  # (a dataset folder may move between machines)
+              "data.augment_on", "data.eval_batch_size", "data.source.workers", "data.source.progress")
+WHERE = ("data.root", "data.source.test_root")  # dataset folders: they may move between machines
 SHOWN = 6  # differences spelled out in the error; the rest are counted
 MAX_ROUNDS = 200  # keys put back at most while looking for the overrides that explain every difference
 log = logging.getLogger(__name__)
@@ -32,59 +32,64 @@ def experiment_keys(cfg: DictConfig) -> dict[str, str]:
             and not k.startswith(HOW_TO_RUN)}
 
 
-def setup_differences(cfg: DictConfig, checkpoint: dict, sections=EXPERIMENT_SECTIONS) -> list[str]:
-    """``key=value as trained`` (``~key`` where only ``cfg`` has it) for every experiment key of
-    ``sections`` where ``cfg`` differs from the config stored in the checkpoint ([] without one)."""
+def compare_setup(cfg: DictConfig, checkpoint: dict) -> tuple[list[str], list[str]]:
+    """(the experiment keys where ``cfg`` differs from the config stored in the checkpoint, the
+    ``key=value as trained`` overrides that explain them); ([], []) for a checkpoint without one.
+    Keys the stored config lacks (added to agelab after it was written) are not compared."""
     if CONFIG_KEY not in checkpoint:
-        return []  # not written by agelab.train
+        return [], []  # not written by agelab.train
     stored = OmegaConf.create(checkpoint[CONFIG_KEY])
     # What follows from how long and where it runs (a cosine T_max set from trainer.max_epochs, cache
-    # folders under paths) is compared as it was: the schedule's own state comes from the checkpoint.
+    # folders under paths, readers under a moved data.root) is compared as it was.
     probe = cfg.copy()
     with open_dict(probe):
-        for node in ("trainer", "paths"):
-            if node in stored:
-                probe[node] = stored[node]
+        for node in ("trainer", "paths", *WHERE):
+            value = OmegaConf.select(stored, node, default=None)
+            if value is not None:
+                OmegaConf.update(probe, node, value, force_add=True)
     trained = experiment_keys(stored)
-    # Put back the stored value of the shallowest differing key, one at a time, until nothing differs:
-    # what else then agrees was derived from it (seed -> the augmentation seeds), so only the keys
-    # to pass on the command line are listed.
-    overrides: list[str] = []
-    for _ in range(MAX_ROUNDS):
+
+    def differing() -> list[str]:
         now = experiment_keys(probe)
-        differ = sorted((k for k in trained.keys() | now.keys() if trained.get(k) != now.get(k)),
-                        key=lambda k: (k.count("."), k))
-        settable = [k for k in differ if k in trained]
-        if not settable:
-            overrides += [f"~{k}" for k in differ]
+        return sorted((k for k in trained if trained[k] != now.get(k)), key=lambda k: (k.count("."), k))
+
+    first = differing()
+    # Put back the stored value of the shallowest differing key, one at a time, until nothing differs:
+    # what else then agrees was derived from it (seed -> the augmentation and split seeds), so only
+    # the keys to pass on the command line are listed.
+    overrides, remaining = [], first
+    for _ in range(MAX_ROUNDS):
+        if not remaining:
             break
-        OmegaConf.update(probe, settable[0], OmegaConf.select(stored, settable[0]), force_add=True)
-        overrides.append(f"{settable[0]}={trained[settable[0]]}")
-    return [o for o in overrides if o.lstrip("~").split(".")[0].split("=")[0] in sections]
+        key = remaining[0]
+        OmegaConf.update(probe, key, OmegaConf.select(stored, key), force_add=True)
+        overrides.append(f"{key}={trained[key]}")
+        remaining = differing()
+    return first, overrides
 
 
-def shortened(differences: list[str]) -> str:
-    more = f" and {len(differences) - SHOWN} more" if len(differences) > SHOWN else ""
-    return " ".join(differences[:SHOWN]) + more
+def shortened(overrides: list[str]) -> str:
+    more = f" and {len(overrides) - SHOWN} more" if len(overrides) > SHOWN else ""
+    return " ".join(overrides[:SHOWN]) + more
 
 
 def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> None:
-    """ConfigError listing the experiment keys where ``cfg`` differs from the checkpoint's config."""
-    differences = setup_differences(cfg, checkpoint)
-    if differences:
+    """ConfigError with the overrides to repeat when ``cfg`` is not the setup the checkpoint trained."""
+    _, overrides = compare_setup(cfg, checkpoint)
+    if overrides:
         raise ConfigError(f"{ckpt_path} was trained with another setup; repeat its overrides to resume it "
-                          f"({shortened(differences)}; all of them are in the run's config/config.yaml), "
+                          f"({shortened(overrides)}; all of them are in the run's config/config.yaml), "
                           "or drop ckpt_path to start a new run")
 
 
 def warn_if_other_data(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> None:
-    """``weights_from``: a base trained on other data (sizes, split, seed of the faces) is scored on
-    test faces it may have trained on; say so (fine-tuning on new data is legitimate, so no error)."""
-    differences = setup_differences(cfg, checkpoint, sections=("data",))
-    if differences:
+    """``weights_from``: a base trained on other data (sizes, split, the seed that draws them) is
+    scored on test faces it may have trained on; say so (fine-tuning on new data is legitimate)."""
+    differ, overrides = compare_setup(cfg, checkpoint)
+    if any(key.startswith("data.") for key in differ):
         log.warning("weights_from=%s was trained on other data (%s): its test figures here may include faces "
-                    "it trained on; repeat its data overrides to compare like with like", ckpt_path,
-                    shortened(differences))
+                    "it trained on; repeat those overrides to compare like with like", ckpt_path,
+                    shortened(overrides))
 
 
 def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:
@@ -97,9 +102,9 @@ def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] 
     from agelab.evaluation import tracking_uri_of
     from agelab.tracking import RUN_ID_KEY
 
-    epochs_done = int(checkpoint.get("epoch", -1)) + 1
-    if not checkpoint.get(RUN_ID_KEY) or epochs_done < int(cfg.trainer.max_epochs) or cfg.trainer.max_epochs < 0:
-        return None
+    epochs, epochs_done = cfg.trainer.get("max_epochs"), int(checkpoint.get("epoch", -1)) + 1
+    if not checkpoint.get(RUN_ID_KEY) or not isinstance(epochs, int) or epochs < 0 or epochs_done < epochs:
+        return None  # (a run bounded by max_steps is left to Lightning)
     try:
         run = MlflowClient(tracking_uri_of(cfg)).get_run(checkpoint[RUN_ID_KEY])
     except MlflowException:

@@ -65,9 +65,11 @@ def require_training_setup(cfg: DictConfig) -> None:
     """Values Lightning would only trip over after the run is opened: one line now instead."""
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs == 0 or epochs < -1 or (
-            epochs == -1 and not (isinstance(steps, int) and steps > 0)):
-        raise ConfigError(f"trainer.max_epochs must be a positive integer (or -1 with trainer.max_steps > 0), "
+    by_steps = isinstance(steps, int) and steps > 0
+    if (epochs is None or epochs == -1) and by_steps:
+        pass  # as long as trainer.max_steps says
+    elif not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+        raise ConfigError(f"trainer.max_epochs must be a positive integer (or -1 / null with trainer.max_steps > 0), "
                           f"got {epochs!r}")
     if OmegaConf.select(cfg, "callbacks.model_checkpoint") is None:
         raise ConfigError("training needs callbacks.model_checkpoint (callbacks=default or callbacks=export; "

@@ -21,7 +21,7 @@ def run_train(tmp_path, *overrides):
     ("data.source.train_size=0", "error: data.source.train_size must be a positive integer, got 0"),
     ("model.input_size=100", "error: model.input_size must be a positive multiple of 16, got 100"),
     ("ckpt_path=/no/such/last.ckpt", "error: ckpt_path: no checkpoint at /no/such/last.ckpt"),
-    ("trainer.max_epochs=0", "error: trainer.max_epochs must be a positive integer (or -1 with trainer.max_steps > 0), got 0"),
+    ("trainer.max_epochs=0", "error: trainer.max_epochs must be a positive integer (or -1 / null with trainer.max_steps > 0), got 0"),
     ("callbacks=figures", "error: training needs callbacks.model_checkpoint (callbacks=default or callbacks=export; "
                           "callbacks=figures is the set agelab.eval uses)"),
 ])

@@ -8,34 +8,48 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from agelab.errors import ConfigError
-from agelab.resume import check_resume, setup_differences, warn_if_other_data
+from agelab.resume import check_resume, compare_setup, warn_if_other_data
 from agelab.tracking import CONFIG_KEY
 
 from conftest import TINY, compose_config
 
 
+def command(tmp_path, *overrides):
+    real = any(o.startswith("data=") for o in overrides)  # the synth-only sizes don't apply there
+    return compose_config(tmp_path, [*(o for o in TINY if not (real and o.startswith("data.source."))), *overrides])
+
+
 def checkpoint_of(tmp_path, *overrides) -> dict:
-    cfg = compose_config(tmp_path, [*TINY, *overrides])
+    cfg = command(tmp_path, *overrides)
     with open_dict(cfg):
         del cfg["hydra"]
     return {CONFIG_KEY: OmegaConf.to_yaml(cfg, resolve=True)}
 
 
-def command(tmp_path, *overrides):
-    return compose_config(tmp_path, [*TINY, *overrides])
+def overrides(cfg, checkpoint) -> list[str]:
+    return compare_setup(cfg, checkpoint)[1]
 
 
 def test_how_to_run_may_change_what_to_train_may_not(tmp_path):
     stored = checkpoint_of(tmp_path, "trainer.max_epochs=2")
     # more epochs (the cosine T_max follows them), loader workers, compile: the same training
-    assert setup_differences(command(tmp_path, "trainer.max_epochs=5", "data.num_workers=2", "compile=true"),
-                             stored) == []
-    assert setup_differences(command(tmp_path, "data.source.train_size=256"), stored) == [
-        "data.source.train_size=384"]
-    assert "optimizer.lr=0.003" in setup_differences(command(tmp_path, "optimizer.lr=0.1"), stored)
-    assert "model._target_=agelab.models.smlf.SMLFNetSmall" in setup_differences(
-        command(tmp_path, "model=simple_cnn"), stored)
-    assert setup_differences(command(tmp_path), {}) == []  # a checkpoint without a stored config
+    assert overrides(command(tmp_path, "trainer.max_epochs=5", "data.num_workers=2", "compile=true"), stored) == []
+    assert overrides(command(tmp_path, "data.source.train_size=256"), stored) == ["data.source.train_size=384"]
+    assert overrides(command(tmp_path, "optimizer.lr=0.1"), stored) == ["optimizer.lr=0.003"]
+    # the seed alone, not the augmentation seeds that follow it
+    assert overrides(command(tmp_path, "seed=7"), stored) == ["seed=42"]
+    assert "model._target_=agelab.models.smlf.SMLFNetSmall" in overrides(command(tmp_path, "model=simple_cnn"), stored)
+    assert overrides(command(tmp_path), {}) == []  # a checkpoint without a stored config
+
+
+def test_a_moved_dataset_folder_and_keys_newer_than_the_checkpoint_are_not_differences(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    stored = checkpoint_of(tmp_path, "data=adience", f"data.root={tmp_path / 'a'}")
+    assert overrides(command(tmp_path, "data=adience", f"data.root={tmp_path / 'b'}"), stored) == []
+    old = OmegaConf.create(stored[CONFIG_KEY])
+    del old.data["folds"]  # written before data.folds existed
+    assert overrides(command(tmp_path, "data=adience", f"data.root={tmp_path / 'a'}"),
+                     {CONFIG_KEY: OmegaConf.to_yaml(old)}) == []
 
 
 def test_resume_error_and_weights_from_warning(tmp_path, caplog):
@@ -44,7 +58,14 @@ def test_resume_error_and_weights_from_warning(tmp_path, caplog):
                                           r"resume it \(seed=42; all of them"):
         check_resume(command(tmp_path, "seed=7"), stored, "last.ckpt")
     with caplog.at_level(logging.WARNING, logger="agelab.resume"):
-        warn_if_other_data(command(tmp_path, "seed=7"), stored, "base.ckpt")  # seed is not data: quiet
+        warn_if_other_data(command(tmp_path, "optimizer.lr=0.1"), stored, "base.ckpt")  # same faces: quiet
         assert not caplog.records
         warn_if_other_data(command(tmp_path, "data.source.test_size=32"), stored, "base.ckpt")
     assert "weights_from=base.ckpt was trained on other data (data.source.test_size=128)" in caplog.text
+
+
+def test_a_seed_that_draws_the_split_is_other_data_for_weights_from(tmp_path, caplog):
+    stored = checkpoint_of(tmp_path, "data=utkface", f"data.root={tmp_path}")
+    with caplog.at_level(logging.WARNING, logger="agelab.resume"):
+        warn_if_other_data(command(tmp_path, "data=utkface", f"data.root={tmp_path}", "seed=7"), stored, "b.ckpt")
+    assert "weights_from=b.ckpt was trained on other data (seed=42)" in caplog.text

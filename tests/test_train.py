@@ -120,3 +120,12 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monke
     with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu needs a CUDA GPU and torch sees none; use trainer=cpu"):
         train(compose_config(tmp_path, ["trainer=gpu"]))
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.rglob("images.npy"))
+
+
+def test_device_augmentation_with_the_model_summary_on(tmp_path):
+    # The summary passes the model's example input (a bare tensor) through the batch-transfer hook,
+    # which trainer=gpu points at the device augmentation.
+    overrides = [o for o in TINY if "enable_model_summary" not in o]
+    metrics = train(compose_config(tmp_path, [*overrides, "trainer.max_epochs=1", "data.augment_on=device",
+                                              "data.source.train_size=128"]))
+    assert np.isfinite(metrics["test/mae"])

@@ -36,6 +36,8 @@ class ModelSize(pl.Callback):
     ``agelab.models.summary.forward_flops``) to every logger at fit start."""
 
     def on_fit_start(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return  # (the other processes' loggers write nothing)
         sizes = model_size(network(pl_module))
         if isinstance(getattr(pl_module, "model", None), torch.nn.Module) and hasattr(pl_module, "head"):
             flops = forward_flops(pl_module.model, pl_module.head)

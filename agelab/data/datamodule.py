@@ -141,8 +141,9 @@ class FaceDataModule(pl.LightningDataModule):
 
     def device_batch(self, batch: dict, training: bool) -> dict:
         """With ``augment_on=device``: gather the uint8 batch (device cache) and augment (train) or
-        crop (eval) it on the device the batch is on; otherwise the batch as it is."""
-        if self.augment_on == "device":
+        crop (eval) it on the device the batch is on; otherwise the batch as it is (also anything
+        that is not a batch dict, like the model summary's example input)."""
+        if self.augment_on == "device" and isinstance(batch, dict):
             if "rows" in batch:
                 batch["image"] = self._images_on(batch["age"].device)[batch.pop("rows")]
             batch["image"] = self.device_transforms["train" if training else "eval"](batch["image"])
