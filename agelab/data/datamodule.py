@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -136,7 +137,9 @@ class FaceDataModule(pl.LightningDataModule):
 
     def _images_on(self, device: torch.device) -> torch.Tensor:
         if self._device_images is None or self._device_images.device != device:
-            self._device_images = torch.from_numpy(np.ascontiguousarray(self._images)).to(device)
+            with warnings.catch_warnings():  # the read-only memory map: batches are gathered from it, never written
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                self._device_images = torch.from_numpy(np.ascontiguousarray(self._images)).to(device)
         return self._device_images
 
     def device_batch(self, batch: dict, training: bool) -> dict:
