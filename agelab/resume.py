@@ -112,6 +112,7 @@ def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] 
     if run.info.status != "FINISHED":
         return None  # fitted but not tested (it stopped in between): go on, Lightning tests it
     states = checkpoint.get("callbacks") or {}
-    best = next((state.get("best_model_path", "") for name, state in states.items()
-                 if str(name).startswith("ModelCheckpoint") and isinstance(state, dict)), "")
+    best = next((state.get("best_model_path", "") for name, state in states.items()  # the monitored one
+                 if str(name).startswith("ModelCheckpoint") and "'monitor': None" not in str(name)
+                 and isinstance(state, dict)), "")
     return {**run.data.metrics, "best_model_path": best}

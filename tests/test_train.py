@@ -129,3 +129,14 @@ def test_device_augmentation_with_the_model_summary_on(tmp_path):
     metrics = train(compose_config(tmp_path, [*overrides, "trainer.max_epochs=1", "data.augment_on=device",
                                               "data.source.train_size=128"]))
     assert np.isfinite(metrics["test/mae"])
+
+
+def test_last_checkpoint_is_written_every_epoch_even_when_the_best_is_not(tmp_path):
+    # The best checkpoint is only considered every 2nd epoch here; last.ckpt must still follow every epoch
+    # (Lightning's own save_last writes it only when a best checkpoint was saved in that epoch).
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=3", "data.source.train_size=128",
+                                    "+callbacks.model_checkpoint.every_n_epochs=2"])
+    metrics = train(cfg)
+    last = Path(metrics["best_model_path"]).parent / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert Path(metrics["best_model_path"]).name == "epoch001.ckpt"
