@@ -18,13 +18,13 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from agelab.data.attributes import RACE_NAMES
+from agelab.data.attributes import GENDER_CODES, RACE_NAMES
 from agelab.groups import GROUPS, NUM_GROUPS
 
 # Age bands for the per-band MAE: 0-9, 10-19, ..., 60-69, 70+.
 BAND_EDGES = (10, 20, 30, 40, 50, 60, 70)
 BAND_NAMES = tuple(f"{lo}-{lo + 9}" for lo in (0, *BAND_EDGES[:-1])) + (f"{BAND_EDGES[-1]}plus",)
-GENDER_NAMES = ("f", "m")  # batch["gender"]: 0 female, 1 male, -1 unknown
+GENDER_NAMES = tuple(GENDER_CODES)  # ("f", "m"): batch["gender"] 0 female, 1 male, -1 unknown
 # Midpoints between consecutive groups, as in agelab.groups.age_to_group (nearest group; ties go older).
 GROUP_BOUNDS = tuple((hi + GROUPS[i + 1][0]) / 2 for i, (_, hi) in enumerate(GROUPS[:-1]))
 
@@ -40,7 +40,7 @@ def gender_tensor(values, device=None) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         codes = values.to(device=device, dtype=torch.long)
         return torch.where((codes == 0) | (codes == 1), codes, torch.full_like(codes, -1))
-    lookup = {"f": 0, "m": 1, 0: 0, 1: 1}
+    lookup = {**GENDER_CODES, 0: 0, 1: 1}
     return torch.tensor([lookup.get(str(v).lower() if isinstance(v, str) else v, -1) for v in values],
                         device=device, dtype=torch.long)
 
@@ -144,8 +144,8 @@ class AgeMetrics(nn.Module):
     """All metrics of one stage: ``update(decoded, batch)`` per batch, ``compute()`` once, ``reset()``.
 
     ``compute()`` returns only what the data allowed (keys with no faces behind them are left out):
-    scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (agelab.data.attributes.RACE_NAMES), ``n_age``,
-    ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
+    scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (RACE_NAMES),
+    ``n_age``, ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
     ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
     ``confusion_normalized`` (rows sum to 1).
     """
