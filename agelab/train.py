@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.callbacks import CheckpointRunId
+from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
 from agelab.data.report import DataReport
@@ -111,9 +112,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = _scalars(trainer.callback_metrics)
-    trainer.test(module, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
+    best = best_checkpoint_path(trainer)
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None)  # None: no epoch was validated
     metrics.update(_scalars(trainer.callback_metrics))
-    metrics["best_model_path"] = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    metrics["best_model_path"] = best
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")})
     return metrics
 

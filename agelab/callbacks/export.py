@@ -14,7 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from agelab.callbacks.mlflow_utils import mlflow_run
+from agelab.callbacks.mlflow_utils import best_checkpoint_path, mlflow_run
 from agelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class ExportCallback(pl.Callback):
         its config), or a CPU copy of the module in hand and None without a checkpoint with a config."""
         from agelab.checkpoint import load_module
 
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = best_checkpoint_path(trainer)
         if best:
             try:
                 return load_module(best)

@@ -1,4 +1,4 @@
-"""Finding the MLflow run behind a Trainer."""
+"""Finding the MLflow run and the best checkpoint behind a Trainer."""
 
 from __future__ import annotations
 
@@ -11,3 +11,11 @@ def mlflow_run(trainer):
         if isinstance(logger, MLFlowLogger):
             return logger.experiment, logger.run_id
     return None, None
+
+
+def best_checkpoint_path(trainer) -> str:
+    """The best checkpoint of the monitored ModelCheckpoint ('' before it saved one). The other,
+    unmonitored one only keeps last.ckpt for resuming."""
+    callbacks = trainer.checkpoint_callbacks
+    monitored = [c for c in callbacks if c.monitor is not None] or callbacks
+    return monitored[0].best_model_path if monitored else ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from agelab.callbacks.mlflow_utils import mlflow_run
+from agelab.callbacks.mlflow_utils import best_checkpoint_path, mlflow_run
 from agelab.tracking import CONFIG_KEY, RUN_ID_KEY
 
 
@@ -31,7 +31,7 @@ class BestCheckpointArtifact(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         client, run_id = mlflow_run(trainer)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = best_checkpoint_path(trainer)
         if not (client and best and trainer.is_global_zero):
             return
         stale = [a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path != f"checkpoints/{Path(best).name}"]

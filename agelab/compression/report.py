@@ -26,7 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from agelab.callbacks.mlflow_utils import mlflow_run
+from agelab.callbacks.mlflow_utils import best_checkpoint_path, mlflow_run
 from agelab.callbacks.model_size import model_size, network
 from agelab.errors import ConfigError
 from agelab.metrics import AgeMetrics
@@ -81,7 +81,7 @@ class CompressionReport(pl.Callback):
         from agelab.tracking import run_id_from_checkpoint
 
         base, base_cfg = load_module(self.base_ckpt)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = best_checkpoint_path(trainer)
         compressed = load_module(best)[0] if best else pl_module
         datamodule = trainer.datamodule
         datamodule.setup("test")
