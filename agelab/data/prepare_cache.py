@@ -275,9 +275,9 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
                                     "format_version": FORMAT_VERSION, "seconds": round(elapsed, 1)})
     shutil.rmtree(folder / SHARDS, ignore_errors=True)  # the manifest is written: the shards are spent
     cropped = len(records) - done
-    log.info("face cache %s: kept %d of %d (dropped: %s); cropped %d images in %.1f s (%.0f/s, %d workers)",
-             folder, len(result), len(records), drop_summary(dropped) or "none",
-             cropped, elapsed, cropped / max(elapsed, 1e-9), workers)
+    # (kept and dropped are printed once, by whoever asked: the prepare table, the training data report)
+    log.info("face cache %s: cropped %d images in %.1f s (%.0f/s, %d workers)",
+             folder, cropped, elapsed, cropped / max(elapsed, 1e-9), workers)
     return PrepareResult(np.load(folder / IMAGES, mmap_mode="r"), result, dropped, folder, reused=False)
 
 

@@ -80,7 +80,7 @@ class PreparedSource:
         self.drop_counts = dict(Counter(self.reader_drops) + Counter(self.face_drops))
         self.kept = prepared.kept
         self._prepared = prepared
-        log.info("%s", format_counts(f"{self.name} ({self.folder})", self.kept, self.drop_counts))
+        log.debug("%s", format_counts(f"{self.name} ({self.folder})", self.kept, self.drop_counts))
         if self.cropper.align and len(prepared.records) and "aligned" in prepared.records:
             log.info("%s: %d of %d faces aligned by their eyes", self.name, int(prepared.records["aligned"].sum()),
                      prepared.kept)
@@ -104,5 +104,5 @@ class PreparedSource:
             split = pd.concat([balanced, split[split["split"] != "train"]])
             log.info("%s: train split balanced from %d to %d faces", self.name, len(train), len(balanced))
         counts = split["split"].value_counts()
-        log.info("%s splits: %s", self.name, ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test")))
+        log.debug("%s splits: %s", self.name, ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test")))
         return images, split
