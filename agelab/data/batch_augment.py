@@ -24,7 +24,8 @@ def _uniform(n: int, low: float, high: float, generator, device) -> torch.Tensor
 class BatchAugment(nn.Module):
     """uint8 (N, H, W, 3) -> float (N, 3, size, size) normalised, channels_last.
 
-    ``train=False`` gives the eval transform: the central ``crop_fraction`` of the image, resized.
+    ``train=False`` gives the eval transform: resize to ``round(output_size / crop_fraction)``, then
+    the centre ``output_size`` crop (albumentations Resize + CenterCrop).
     """
 
     def __init__(self, output_size: int, train: bool = True, scale=(0.75, 1.0), ratio=(0.9, 1.1),
@@ -52,9 +53,14 @@ class BatchAugment(nn.Module):
     def _affine(self, n: int, device, g) -> torch.Tensor:
         """(N, 2, 3) maps output coords in [-1, 1] to input coords: crop, scale, rotate, mirror."""
         if not self.train_mode:
-            half = torch.full((n,), self.crop_fraction, device=device)
-            return torch.stack([torch.stack([half, 0 * half, 0 * half], 1),
-                                torch.stack([0 * half, half, 0 * half], 1)], 1)
+            # Resize to the margin size, then the whole-pixel centre crop, as the CPU eval does: on a
+            # cache already at the margin size this samples exactly the pixels CenterCrop slices.
+            size = self.output_size
+            margin = int(round(size / self.crop_fraction))
+            half = torch.full((n,), size / margin, device=device)
+            shift = torch.full((n,), (2 * ((margin - size) // 2) + size) / margin - 1, device=device)
+            return torch.stack([torch.stack([half, 0 * half, shift], 1),
+                                torch.stack([0 * half, half, shift], 1)], 1)
         area = _uniform(n, *self.scale, g, device)
         log_r = _uniform(n, math.log(self.ratio[0]), math.log(self.ratio[1]), g, device)
         w = torch.sqrt(area * log_r.exp()).clamp(max=1.0)  # half-widths in normalised coords (1 = full image)

@@ -1,0 +1,65 @@
+"""The device augmentation against the CPU albumentations pipeline, both as conf/augment/smlf.yaml sets them:
+the same eval pixels, the same blur strength, the same rotation borders."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from agelab.config import crop_margin
+
+from conftest import compose_config
+
+
+def augment_config(tmp_path, input_size: int = 112):
+    return compose_config(tmp_path, [f"model.input_size={input_size}"]).augment
+
+
+def cpu_step(cfg, name: str, **changes) -> A.Compose:
+    """One transform of the CPU train pipeline, alone, with some of its settings changed."""
+    step = next(t for t in cfg.train.transforms if t._target_.endswith(f".{name}"))
+    return A.Compose([instantiate(OmegaConf.merge(step, changes))], seed=0)
+
+
+def device_train(cfg, **changes):
+    """The device train transform with only the named ops switched on."""
+    off = {"rotate_p": 0.0, "hflip_p": 0.0, "brightness_contrast_p": 0.0, "gray_p": 0.0, "blur_p": 0.0,
+           "scale": [1.0, 1.0], "ratio": [1.0, 1.0]}
+    return instantiate(OmegaConf.merge(cfg.device_train, off, changes))
+
+
+@pytest.mark.parametrize("input_size", [64, 112, 227])
+def test_device_eval_gives_the_pixels_of_resize_and_centre_crop(tmp_path, input_size):
+    cfg = augment_config(tmp_path, input_size)
+    margin = crop_margin(input_size)  # the size of the cached crops
+    image = np.random.default_rng(0).integers(0, 256, (margin, margin, 3), dtype=np.uint8)
+    cpu = instantiate(cfg.eval)(image=image)["image"]
+    device = instantiate(cfg.device_eval)(torch.from_numpy(image)[None])[0]
+    assert device.shape == cpu.shape == (3, input_size, input_size)
+    assert torch.allclose(device, cpu, atol=1e-4)
+
+
+def test_device_blur_is_as_strong_as_the_cpu_blur(tmp_path):
+    cfg = augment_config(tmp_path)
+    impulse = np.zeros((33, 33, 3), np.uint8)
+    impulse[16, 16] = 255
+    blur = cpu_step(cfg, "GaussianBlur", p=1.0)
+    cpu = np.array([blur(image=impulse)["image"][16, 16, 0] / 255 for _ in range(400)])
+    batch = torch.from_numpy(impulse).permute(2, 0, 1).float().div(255)[None].repeat(400, 1, 1, 1)
+    device = device_train(cfg, blur_p=1.0)._blur(batch, torch.Generator().manual_seed(0))[:, 0, 16, 16].numpy()
+    # the share of the pixel left in place: the same range and mean either way (one in [0.16, 0.6])
+    assert abs(cpu.mean() - device.mean()) < 0.03
+    assert abs(cpu.min() - device.min()) < 0.03 and abs(cpu.max() - device.max()) < 0.03
+
+
+def test_rotation_leaves_no_black_corners_on_either_path(tmp_path):
+    cfg = augment_config(tmp_path)
+    white = np.full((112, 112, 3), 255, np.uint8)
+    cpu = cpu_step(cfg, "Rotate", limit=[10, 10], p=1.0)(image=white)["image"]
+    device = device_train(cfg, rotate_p=1.0, rotate_limit=10)(torch.from_numpy(white)[None].repeat(4, 1, 1, 1))
+    assert cpu.min() == 255
+    assert device.min().item() == pytest.approx(1.0)  # white, normalised to [-1, 1]
