@@ -14,8 +14,9 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agelab.config import CONF_DIR, hydra_node
 from agelab.errors import ConfigError
-from agelab.tracking import CONFIG_KEY, flatten_config
+from agelab.tracking import CHOICES_KEY, CONFIG_KEY, flatten_config
 
 EXPERIMENT_SECTIONS = ("model", "head", "module", "optimizer", "scheduler", "data", "augment", "compress", "seed")
 HOW_TO_RUN = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.device_cache",
@@ -30,6 +31,30 @@ def experiment_keys(cfg: DictConfig) -> dict[str, str]:
     flat = flatten_config(cfg)
     return {k: v for k, v in flat.items() if k.split(".")[0] in EXPERIMENT_SECTIONS
             and not k.startswith(HOW_TO_RUN)}
+
+
+def chosen_node(choice: str) -> str:
+    """Where a config group choice lands: ``model`` -> model, ``data/split@data.source.split`` -> data.source.split."""
+    return choice.split("@", 1)[1] if "@" in choice else choice
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str | None]:
+    """The config group choices of the experiment sections ({"head": "dex", "model": "smlf", ...})."""
+    choices = OmegaConf.select(hydra_node(cfg), "runtime.choices", default=None) or {}
+    return {str(k): v for k, v in OmegaConf.to_container(choices).items()
+            if chosen_node(str(k)).split(".")[0] in EXPERIMENT_SECTIONS}
+
+
+def set_in_group_file(choice: str, option: str, node: str) -> dict[str, str]:
+    """The plain values conf/<group>/<option>.yaml sets, as {"head.loss": "l1", ...} under ``node``
+    (interpolations, which follow other keys, and the defaults list left out)."""
+    path = CONF_DIR / choice.split("@", 1)[0] / f"{option}.yaml"
+    if not path.is_file() or "@package" in path.read_text():
+        return {}
+    values = OmegaConf.load(path)
+    values.pop("defaults", None)
+    flat = flatten_config(OmegaConf.create({node: values}), resolve=False)
+    return {k: v for k, v in flat.items() if "${" not in v}
 
 
 def compare_setup(cfg: DictConfig, checkpoint: dict) -> tuple[list[str], list[str]]:
@@ -54,10 +79,26 @@ def compare_setup(cfg: DictConfig, checkpoint: dict) -> tuple[list[str], list[st
         return sorted((k for k in trained if trained[k] != now.get(k)), key=lambda k: (k.count("."), k))
 
     first = differing()
+    # Another group chosen (head=ce for a regression checkpoint): name the group as trained, since its
+    # keys may not exist in the group chosen now; then its section is as trained.
+    # A group inside a group put back (data/split@data.source.split under data) is named too, unless unset.
+    overrides, now, put_back = [], group_choices(cfg), []
+    trained_choices = checkpoint.get(CHOICES_KEY) or {}
+    for choice in sorted(trained_choices, key=lambda c: chosen_node(c).count(".")) if now else ():
+        node, value = chosen_node(choice), trained_choices[choice]
+        inside = any(node.startswith(f"{outer}.") for outer in put_back)
+        if (choice in now and value != now[choice]) or (choice not in now and inside and value is not None):
+            overrides.append(f"{choice}={'null' if value is None else value}")
+            if value is not None:  # and where the training set another value than the group's file
+                overrides += [f"{k}={trained[k]}" for k, v in set_in_group_file(choice, value, node).items()
+                              if k in trained and trained[k] != v]
+            if not inside:
+                OmegaConf.update(probe, node, OmegaConf.select(stored, node), merge=False, force_add=True)
+                put_back.append(node)
     # Put back the stored value of the shallowest differing key, one at a time, until nothing differs:
     # what else then agrees was derived from it (seed -> the augmentation and split seeds), so only
     # the keys to pass on the command line are listed.
-    overrides, remaining = [], first
+    remaining = differing()
     for _ in range(MAX_ROUNDS):
         if not remaining:
             break

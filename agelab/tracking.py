@@ -33,6 +33,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # stored in every checkpoint so a resume finds its run
 CONFIG_KEY = "agelab_config"  # the resolved config (YAML) the checkpoint was trained with
+CHOICES_KEY = "agelab_choices"  # its config group choices (model=smlf, data/split@data.source.split=...)
 # Messages of SQLite errors that pass once the other writer is done.
 TRANSIENT_DB_ERRORS = ("database is locked", "database table is locked", "database is busy")
 LOCK_TIMEOUT_S = 300  # the store's first set-up (schema migration) takes a few seconds at most
@@ -149,7 +150,7 @@ def mlflow_logger(experiment_name: str, root_dir: str | Path = ".", run_name: st
                               artifact_location=artifact_location, run_id=run_id)
 
 
-def flatten_config(cfg: DictConfig) -> dict[str, str]:
+def flatten_config(cfg: DictConfig, resolve: bool = True) -> dict[str, str]:
     """The resolved config as {"a.b.c": value} for MLflow params (Hydra's own ``hydra`` node left out)."""
     flat: dict[str, str] = {}
 
@@ -160,5 +161,5 @@ def flatten_config(cfg: DictConfig) -> dict[str, str]:
         else:
             flat[prefix] = str(node)
 
-    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}, "")
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=resolve).items() if k != "hydra"}, "")
     return flat

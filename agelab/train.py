@@ -17,7 +17,7 @@ from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
-from agelab.resume import check_resume, finished_run_metrics, warn_if_other_data
+from agelab.resume import check_resume, finished_run_metrics, group_choices, warn_if_other_data
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     for callback in callbacks:
         if isinstance(callback, CheckpointRunId):
-            callback.config_yaml = config_yaml
+            callback.config_yaml, callback.choices = config_yaml, group_choices(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     if not ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)

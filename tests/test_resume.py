@@ -69,3 +69,21 @@ def test_a_seed_that_draws_the_split_is_other_data_for_weights_from(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="agelab.resume"):
         warn_if_other_data(command(tmp_path, "data=utkface", f"data.root={tmp_path}", "seed=7"), stored, "b.ckpt")
     assert "weights_from=b.ckpt was trained on other data (seed=42)" in caplog.text
+
+
+def test_another_group_is_named_as_the_group_choice_it_was_trained_with(tmp_path):
+    from agelab.resume import group_choices
+    from agelab.tracking import CHOICES_KEY
+
+    def stored_with_choices(*trained):
+        return {**checkpoint_of(tmp_path, *trained), CHOICES_KEY: group_choices(command(tmp_path, *trained))}
+
+    stored = stored_with_choices("head=regression", "head.loss=huber")
+    # regression's own keys (huber_delta) don't exist under head=ce: the group is named, then its keys
+    assert overrides(command(tmp_path, "head=ce"), stored) == ["head=regression", "head.loss=huber"]
+    root = f"data.root={tmp_path}"
+    stored = stored_with_choices("data=utkface", root, "data/split@data.source.split=subject")
+    assert overrides(command(tmp_path, "data=utkface", root), stored) == ["data/split@data.source.split=subject"]
+    named = overrides(command(tmp_path, "data=synth"), stored)
+    assert named[0] == "data=utkface" and "data/split@data.source.split=subject" in named
+    assert not [o for o in named if "_target_" in o]

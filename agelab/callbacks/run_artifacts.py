@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from agelab.callbacks.mlflow_utils import best_checkpoint_path, mlflow_run
-from agelab.tracking import CONFIG_KEY, RUN_ID_KEY
+from agelab.tracking import CHOICES_KEY, CONFIG_KEY, RUN_ID_KEY
 
 
 class CheckpointRunId(pl.Callback):
@@ -16,6 +16,7 @@ class CheckpointRunId(pl.Callback):
 
     def __init__(self):
         self.config_yaml: str | None = None  # set by train()
+        self.choices: dict[str, str | None] = {}  # the config group choices, set by train()
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         _, run_id = mlflow_run(trainer)
@@ -23,6 +24,8 @@ class CheckpointRunId(pl.Callback):
             checkpoint[RUN_ID_KEY] = run_id
         if self.config_yaml:
             checkpoint[CONFIG_KEY] = self.config_yaml
+        if self.choices:
+            checkpoint[CHOICES_KEY] = dict(self.choices)
 
 
 class BestCheckpointArtifact(pl.Callback):
