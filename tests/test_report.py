@@ -294,6 +294,8 @@ def test_compressed_runs_form_their_own_rows_and_the_column_shows_only_then():
     assert list(summary["test/mae_mean"]) == [7.0, 7.5]
     plain = summarize(runs.iloc[:2], metrics=["test/mae"])
     assert "compress" not in plain.columns and list(plain["n"]) == [2]
+    by_model = summarize(runs, group_by=["model"], metrics=["test/mae"])  # a group_by without compress too
+    assert list(by_model["compress"]) == ["-", "prune"] and list(by_model["n"]) == [2, 1]
 
 
 def test_left_out_runs_are_counted_with_plurals():

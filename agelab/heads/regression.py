@@ -47,6 +47,6 @@ class RegressionHead(AgeHead):
         age = (logits[:, 0] * self.max_age).clamp(0, self.max_age)
         if self.loss_name == "gaussian_nll":
             std = (0.5 * logits[:, 1]).exp().clamp_min(1e-3) * self.max_age
-        else:
-            std = torch.zeros_like(age)
+        else:  # a point estimate: no spread to give (NaN, as predict reads "none"; 0 would claim certainty)
+            std = torch.full_like(age, float("nan"))
         return {"age": age, "std": std}

@@ -85,8 +85,9 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
     the runs that logged the metric (std with ``ddof``: 0 as numpy and agelab.cv, 1 for the sample
     std), and the SIZE_COLUMNS (mean over the group's runs). Rows in group order, or ascending by
     the mean of ``sort_by``."""
-    keys = [key for key in as_list(group_by)
-            if key not in OPTIONAL_KEYS or key not in runs.columns or runs[key].notna().any()]
+    keys = list(as_list(group_by))
+    keys += [key for key in OPTIONAL_KEYS if key not in keys]  # a pruned run never averages with its base
+    keys = [key for key in keys if key not in OPTIONAL_KEYS or key not in runs.columns or runs[key].notna().any()]
     chosen = choose_metrics(runs, metrics)
     frame = runs.copy()
     columns = [group_column(frame, key) for key in keys]
