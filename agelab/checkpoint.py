@@ -15,6 +15,16 @@ from agelab.module import AgeModule
 from agelab.tracking import CONFIG_KEY
 
 
+def is_torchscript(path: Path) -> bool:
+    """A torch.jit.save archive (agelab.export's model.ts): a zip holding the scripted code."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -25,6 +35,9 @@ def read_checkpoint(path: str | Path) -> dict:
     with path.open("rb") as file:
         if not file.read(2).startswith((b"PK", b"\x80")):  # torch.save writes a zip (or, long ago, a pickle)
             raise ConfigError(f"{path}: not a PyTorch checkpoint")
+    if is_torchscript(path):
+        raise ConfigError(f"{path}: a TorchScript model, not a checkpoint (for torch.jit.load; predict takes the "
+                          "exported .onnx as onnx=; eval and export need the .ckpt written by agelab.train)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever torch.load raises, the file is not a safe checkpoint

@@ -12,6 +12,13 @@ from agelab.exporting.runners import Runner
 REFERENCE = "torch"
 
 
+def largest_difference(ours: np.ndarray, ref: np.ndarray) -> float:
+    """max |ours - ref|; NaN on both sides (a head without a spread) agrees, NaN on one side is inf."""
+    both_nan = np.isnan(ours) & np.isnan(ref)
+    diff = np.nan_to_num(np.abs(ours.astype(np.float64) - ref), nan=np.inf)
+    return float(np.max(np.where(both_nan, 0.0, diff), initial=0.0))
+
+
 def _numpy(images) -> np.ndarray:
     return images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
 
@@ -39,7 +46,7 @@ def agreement(runners: dict[str, Runner], batches: Iterable[dict], task: str = "
         outputs = {name: run(images) for name, run in runners.items()}
         for name in max_diff:
             for ours, ref in zip(outputs[name], outputs[REFERENCE]):
-                max_diff[name] = max(max_diff[name], float(np.max(np.abs(ours.astype(np.float64) - ref))))
+                max_diff[name] = max(max_diff[name], largest_difference(ours, ref))
         if task == "group":
             target = _numpy(batch["group"])[:len(images)]
             for name, out in outputs.items():
