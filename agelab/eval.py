@@ -20,8 +20,12 @@ def evaluate_and_print(cfg: DictConfig) -> EvalResult:
     console = Console()
     console.print(metrics_table(result))
     if result.run_id:
-        link = f", trained by run {result.trained_run_id}" if result.trained_run_id else ""
-        console.print(f"MLflow run {result.run_id} in experiment {result.experiment_name!r}{link} ({result.tracking_uri})")
+        line = f"MLflow run {result.run_id} in experiment {result.experiment_name!r} ({result.tracking_uri})"
+        if result.trained_run_id:
+            line += f", trained by run {result.trained_run_id}"
+            if not result.trained_run_in_store:
+                line += ", which is not in this store (run eval from the folder of the training's mlflow.db)"
+        console.print(line)
     return result
 
 

@@ -41,6 +41,7 @@ class EvalResult:
     ckpt: Path
     run_id: str | None = None          # the new MLflow run
     trained_run_id: str | None = None  # the run that trained the checkpoint (None: unknown)
+    trained_run_in_store: bool = False  # whether that run is in this store (or in another one)
     experiment_name: str | None = None
     tracking_uri: str | None = None
     data_from_checkpoint: bool = True
@@ -67,6 +68,12 @@ def resolve_checkpoint(ckpt, tracking_uri: str, download_dir: str | Path) -> Pat
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    from agelab.results.runs import store_path
+
+    store = store_path(tracking_uri)
+    if store is not None and not store.exists():  # (MLflow would create an empty one and then not find the run)
+        raise ConfigError(f"ckpt {ckpt}: no MLflow store at {store} (run from the folder that holds the training's "
+                          "mlflow.db, or give logger.root_dir=<that folder>)")
     Path(download_dir).mkdir(parents=True, exist_ok=True)
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=ckpt, dst_path=str(download_dir),
@@ -261,5 +268,6 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     artifacts = [a.path for folder in ("figures", "metrics") for a in client.list_artifacts(run_id, folder)]
     metrics = scalar_metrics(module.test_results, trainer.callback_metrics, module.head.task)
     return EvalResult(metrics=metrics, split=cfg.split,
-                      ckpt=Path(ckpt), run_id=run_id, trained_run_id=trained_run_id, experiment_name=experiment_name,
+                      ckpt=Path(ckpt), run_id=run_id, trained_run_id=trained_run_id,
+                      trained_run_in_store=trained_run is not None, experiment_name=experiment_name,
                       tracking_uri=uri, data_from_checkpoint=from_checkpoint, artifacts=artifacts)

@@ -52,6 +52,20 @@ def test_eval_reproduces_the_test_metrics_in_a_linked_run(trained, capsys):
     assert [a.path for a in client.list_artifacts(result.run_id, "config")] == ["config/eval.yaml"]
     printed = capsys.readouterr().out
     assert "mae_age_" in printed and f"{result.metrics['mae']:.4f}" in printed and result.run_id in printed
+    assert result.trained_run_in_store and "not in this store" not in printed
+
+
+def test_a_store_without_the_training_run_is_said_and_runs_uri_needs_a_store(trained, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"  # another folder: a store of its own, without the training run
+    cfg = compose_config(elsewhere, [*QUIET, f"ckpt={trained.ckpt}", "data.source.train_size=32",
+                                     "data.source.val_size=16", "data.source.test_size=16"], config_name="eval")
+    result = evaluate_and_print(cfg)
+    assert result.trained_run_id == trained.run_id and not result.trained_run_in_store
+    assert "which is not in this store" in " ".join(capsys.readouterr().out.split())
+    empty = tmp_path / "empty"
+    with pytest.raises(ConfigError, match=r"no MLflow store at .*empty/mlflow.db \(run from the folder"):
+        evaluate(compose_config(empty, [f"ckpt=runs:/{trained.run_id}/checkpoints/x.ckpt"], config_name="eval"))
+    assert not (empty / "mlflow.db").exists()
 
 
 def test_eval_of_the_val_split_from_an_mlflow_uri(trained):
