@@ -39,7 +39,9 @@ TRANSIENT_DB_ERRORS = ("database is locked", "database table is locked", "databa
 LOCK_TIMEOUT_S = 300  # the store's first set-up (schema migration) takes a few seconds at most
 
 
-def git_commit(path: str | Path = ".") -> str:
+def git_commit(path: str | Path | None = None) -> str:
+    """The commit of the agelab code that runs (its checkout, not the folder the command runs in)."""
+    path = Path(__file__).parent if path is None else path
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"

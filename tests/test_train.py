@@ -160,3 +160,14 @@ def test_labels_the_head_and_the_monitor_need_are_checked_before_the_run(tmp_pat
     by_acc = compose_config(tmp_path, [*TINY, "callbacks.model_checkpoint.monitor=val/acc"])
     require_labels(by_acc, "group", groups_only)  # the group classifier picked by accuracy: fine
     require_labels(cfg, "age", data([3.0, np.nan], [np.nan, 40.0]))  # some ages on each side: fine
+
+
+def test_runs_are_tagged_with_the_commit_of_the_code_not_of_the_current_folder(tmp_path, monkeypatch):
+    import subprocess
+
+    from agelab.tracking import git_commit
+
+    package = Path(__file__).resolve().parents[1] / "agelab"
+    expected = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # not a checkout
+    assert git_commit() == (expected or "unknown")

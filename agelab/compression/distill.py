@@ -69,7 +69,7 @@ class DistillationModule(AgeModule):
         elif kind == "kl" and not same_distribution(teacher.head, self.head):
             raise ConfigError(f"module.kind=kl needs teacher and student heads with the same softmax classes; "
                               f"the teacher ({teacher_ckpt}) has {type(teacher.head).__name__}, the student "
-                              f"{type(self.head).__name__}: use kind=age")
+                              f"{type(self.head).__name__}: use module.kind=age")
         self.kind = kind
 
     @property
