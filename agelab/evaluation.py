@@ -202,6 +202,9 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     """Test the checkpoint ``cfg.ckpt`` on ``cfg.split``; log a linked MLflow run; return the metrics."""
     if cfg.get("split") not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {cfg.get('split')!r}")
+    if cfg.get("onnx"):
+        raise ConfigError("onnx: eval tests the .ckpt a training wrote (ckpt=); agelab.export scores its ONNX "
+                          "models against it on the test split, and predict runs them (onnx=)")
     uri = tracking_uri_of(cfg)
     ckpt = resolve_checkpoint(cfg.get("ckpt"), uri, Path(str(cfg.paths.output_dir)) / "checkpoint")
 

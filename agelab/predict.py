@@ -46,6 +46,8 @@ def predict(cfg: DictConfig):
     source = Path(str(cfg.input))
     if not source.exists() and not source.is_symlink():
         raise ConfigError(f"input: no file or folder at {source}")
+    if source.is_dir() and not any(path.is_file() for path in source.rglob("*")):
+        raise ConfigError(f"input: the folder {source} holds no files")
     for key in ("threads", "input_size"):
         if cfg.get(key) is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
             raise ConfigError(f"{key} must be null or an integer >= 1, got {cfg[key]!r}")

@@ -62,6 +62,8 @@ def test_a_store_without_the_training_run_is_said_and_runs_uri_needs_a_store(tra
     result = evaluate_and_print(cfg)
     assert result.trained_run_id == trained.run_id and not result.trained_run_in_store
     assert "which is not in this store" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(ConfigError, match="^onnx: eval tests the .ckpt"):
+        evaluate(compose_config(tmp_path, ["onnx=model.onnx"], config_name="eval"))
     empty = tmp_path / "empty"
     with pytest.raises(ConfigError, match=r"no MLflow store at .*empty/mlflow.db \(run from the folder"):
         evaluate(compose_config(empty, [f"ckpt=runs:/{trained.run_id}/checkpoints/x.ckpt"], config_name="eval"))

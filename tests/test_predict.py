@@ -333,8 +333,10 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
 
     photo = write_rgb(tmp_path / "p.jpg", two_faces())
     model = f"ckpt={trained.ckpt}"
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
     cases = {
         "^input: give a photo": config(model),
+        "^input: the folder .*empty holds no files$": config(f"input={tmp_path / 'empty'}", model),
         "^input: no file or folder at /no/such/photo.jpg$": config("input=/no/such/photo.jpg", model),
         "^give exactly one model": config(f"input={photo}"),
         "^onnx: no model at /no/model.onnx$": config(f"input={photo}", "onnx=/no/model.onnx"),
