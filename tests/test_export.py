@@ -108,6 +108,7 @@ def test_callback_exports_the_best_checkpoint_into_the_training_run(trained):
     assert metrics["export/int8_mb"] < 0.5 * metrics["export/fp32_mb"]
     assert math.isfinite(metrics["export/int8_mae_delta"])
     assert metrics["export/check_faces"] == 96  # the whole test split
+    assert metrics["export/calibration_faces"] == 32
     assert 300_000 < metrics["export/num_params"] < 400_000  # smlf_small with the 101-way DEX head
     for name in ("fp32_torch", "fp32_onnx", "int8_onnx"):
         assert 0 < metrics[f"export/latency_ms_{name}"] < math.inf

@@ -81,6 +81,9 @@ def calibration_images(datamodule, count: int, seed: int = 0) -> np.ndarray:
         raise ConfigError(f"calibration_size must be >= 1, got {count}")
     dataset = eval_dataset(datamodule, "train")
     rng = np.random.default_rng(seed)
+    if count > len(dataset):
+        log.warning("calibration_size=%d: the training split has %d faces, calibrating on all of them", count,
+                    len(dataset))
     picks = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
     return np.stack([np.asarray(dataset[int(i)]["image"], dtype=np.float32) for i in sorted(picks)])
 
@@ -119,6 +122,7 @@ def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, 
         export_torchscript(wrapper, files["torchscript"], input_size)
         metrics = {f"{kind}_mb": file_mb(path) for kind, path in files.items()}
         metrics["num_params"] = float(num_params(wrapper))
+        metrics["calibration_faces"] = float(len(calibration))
         if checks is not None:
             runners = {"torch": torch_runner(wrapper), "fp32": ort_runner(files["fp32"], threads=1),
                        "int8": ort_runner(files["int8"], threads=1),
