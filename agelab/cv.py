@@ -1,9 +1,16 @@
-"""K-fold cross-validation: ``python -m agelab.cv experiment=levi_synth [folds=5]``.
+"""K-fold cross-validation: ``python -m agelab.cv experiment=levi_synth [folds=<k>]``.
 
-One training (agelab.train.train) per fold, ``data.fold = 0..folds-1``. Each fold is its own MLflow
-run, nested under a parent run (MLflow tag ``mlflow.parentRunId``) that gets:
+One training (agelab.train.train) per fold, ``data.fold = 0..folds-1``. ``folds`` left out (null) runs
+every fold the data has: one per subject for leave-one-person-out (FG-NET; the faces are cropped into the
+cache first to count them), ``data.folds`` for a dataset's own folds (Adience's 5), 5 for data that deals
+as many folds as asked (synth_kfold). More folds than the data has are refused; fewer are run with a
+warning (logged and the parent's tag ``cv.warning``). The config is checked, and the model and data
+built once, before any run opens, so a config error leaves no run behind.
 
-* the config as params and the tags of a training run, plus ``cv.folds``;
+Each fold is its own MLflow run, nested under a parent run (MLflow tag ``mlflow.parentRunId``) that gets:
+
+* the config as params and the tags of a training run, plus ``cv.folds`` (and ``cv.data_folds`` when
+  the data has a fixed number of folds);
 * ``<metric>_mean`` and ``<metric>_std`` for every val/ and test/ metric the folds returned
   (std over folds, ddof=0 as numpy and scikit-learn report it), e.g. ``test/mae_mean``;
 * ``cv/folds.csv``: one row per fold with its run id and metrics;
@@ -32,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.cli import run_or_exit
 from agelab.config import hydra_node
+from agelab.data.splits import lopo_folds, lopo_split
 from agelab.errors import ConfigError
 from agelab.tracking import flatten_config
 
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 AGGREGATED_PREFIXES = ("val/", "test/")
 CONFUSION_FILE = "test_confusion.npy"
+DEFAULT_FOLDS = 5  # for data that deals as many folds as asked (synth_kfold)
 
 
 class SaveTestConfusion(pl.Callback):
@@ -77,6 +86,18 @@ def fold_config(cfg: DictConfig, fold: int, parent_run_id: str, output_dir: Path
     return fold_cfg
 
 
+def data_folds(cfg: DictConfig) -> tuple[int | None, str]:
+    """How many folds the data of ``cfg`` has, and why: one per subject for a leave-one-person-out split
+    (counted on the cropped faces: the cache is built now and the folds reuse it), ``data.folds`` for a
+    dataset's own folds (Adience); None for data that deals as many folds as asked (synth_kfold).
+    Building the data also checks its config (data.root, batch sizes...)."""
+    source = instantiate(cfg.data).source
+    if getattr(getattr(source, "split", None), "func", None) is lopo_split:
+        source.prepare()
+        return lopo_folds(source._prepared.records), "one per subject: leave one person out"
+    return OmegaConf.select(cfg, "data.folds"), "data.folds"
+
+
 def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
     """``<name>_mean`` and ``<name>_std`` over the folds for every val/ and test/ metric all folds have."""
     names = set.intersection(*(set(m) for m in fold_metrics)) if fold_metrics else set()
@@ -90,22 +111,47 @@ def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
 
 def cross_validate(cfg: DictConfig) -> dict[str, float]:
     """Train every fold under one parent MLflow run; returns the aggregated metrics."""
-    from agelab.train import train
+    from agelab.train import build_module, require_accelerator, require_training_setup, train
 
     folds = cfg.get("folds")
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ConfigError(f"folds must be an integer >= 2, got {folds!r}")
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+        raise ConfigError(f"folds must be an integer >= 2 (or null: all the data's folds), got {folds!r}")
+    data_name = OmegaConf.select(hydra_node(cfg), "runtime.choices.data", default="?")
     if not reads_fold(cfg.data):
-        data_name = OmegaConf.select(hydra_node(cfg), "runtime.choices.data", default="?")
         raise ConfigError(f"data={data_name} does not read data.fold, so every "
                           "fold would train on the same split; use a data config with folds (adience, fgnet, "
                           "synth_kfold)")
     if cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: resuming is per fold; run python -m agelab.train data.fold=<k> ckpt_path=...")
+
+    # What train() would refuse up front, checked before the parent run opens: the trainer settings,
+    # then the data and model of the first fold.
+    require_accelerator(cfg)
+    require_training_setup(cfg)
+    cfg = copy.deepcopy(cfg)  # the caller's config stays as it is
+    with open_dict(cfg):
+        cfg.data.fold = 0
+        cfg.folds = folds or DEFAULT_FOLDS  # what synth_kfold deals
+    available, why = data_folds(cfg)
+    if folds is None:
+        folds = available or DEFAULT_FOLDS
+    elif available is not None and folds > available:
+        raise ConfigError(f"folds={folds} but data={data_name} has {available} folds ({why}); "
+                          f"use folds=2..{available}, or leave folds out to run all {available}")
+    cfg.folds = folds  # the number run (the parent's params show it)
+    build_module(cfg)
+
     output_dir = Path(cfg.paths.output_dir)
     run_name = str(cfg.logger.get("run_name") or "cv")
     tags = OmegaConf.to_container(cfg.logger.get("tags") or OmegaConf.create({}), resolve=True)
-    parent = instantiate(cfg.logger, run_name=f"{run_name}-cv{folds}", tags={**tags, "cv.folds": str(folds)})
+    tags["cv.folds"] = str(folds)
+    if available is not None:
+        tags["cv.data_folds"] = str(available)
+    if available is not None and folds < available:
+        tags["cv.warning"] = (f"{folds} of the {available} folds of data={data_name} ({why}) run: the fold means "
+                              f"are not over all of the data; leave folds out to run all {available}")
+        log.warning("%s", tags["cv.warning"])
+    parent = instantiate(cfg.logger, run_name=f"{run_name}-cv{folds}", tags=tags)
     client, parent_id = parent.experiment, parent.run_id
     parent.log_hyperparams(flatten_config(cfg))
     log.info("cross-validation: %d folds under MLflow run %s", folds, parent_id)

@@ -6,13 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
+from PIL import Image
 
 from agelab.cv import PARENT_TAG, aggregate, cross_validate
 from agelab.data.kfold import KFoldSource, assign_folds
 from agelab.errors import ConfigError
 
 from conftest import compose_config
+from test_faces import draw_face
 
 # levi_synth at its smallest: a few faces per fold, one batch of each split per epoch.
 TINY_CV = [
@@ -112,3 +114,75 @@ def test_cv_refuses_data_without_folds(tmp_path):
         cfg.folds = 1
     with pytest.raises(ConfigError, match="folds must be an integer >= 2"):
         cross_validate(cfg)
+
+
+def parent_run(root):
+    client = MlflowClient(tracking_uri=f"sqlite:///{root.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("agelab").experiment_id])
+    assert len(runs) == 1  # the folds' trainings are stubbed: only the parent run
+    return runs[0]
+
+
+@pytest.fixture
+def stub_train(monkeypatch):
+    """agelab.train.train replaced by a stub that records each fold and returns test/mae = the fold."""
+    calls = []
+
+    def train(cfg):
+        calls.append((cfg.data.fold, OmegaConf.select(cfg, "data.source.folds")))
+        return {"test/mae": float(cfg.data.fold), "val/mae": 1.0}
+
+    monkeypatch.setattr("agelab.train.train", train)
+    return calls
+
+
+def test_cv_runs_every_fold_the_data_has_warns_on_fewer_and_refuses_more(tmp_path, stub_train, caplog):
+    root = tmp_path / "fgnet"  # leave one person out over 4 people: 4 folds
+    root.mkdir()
+    for person in range(1, 5):
+        Image.fromarray(draw_face(64, 40, seed=person)).save(root / f"00{person}A{10 + person}.JPG")
+    data = ["data=fgnet", f"data.root={root}", "faces@data.source.cropper=aligned", "data.source.workers=1",
+            "+data.source.progress=false"]
+
+    summary = cross_validate(compose_config(tmp_path / "all", data, config_name="cv"))  # folds left out
+    assert stub_train == [(0, None), (1, None), (2, None), (3, None)]
+    parent = parent_run(tmp_path / "all")
+    assert {k: v for k, v in parent.data.tags.items() if k.startswith("cv.")} == {"cv.folds": "4", "cv.data_folds": "4"}
+    assert parent.data.params["folds"] == "4" and parent.info.run_name.endswith("-cv4")
+    assert summary == {"test/mae_mean": 1.5, "test/mae_std": pytest.approx(1.25 ** 0.5), "val/mae_mean": 1.0,
+                       "val/mae_std": 0.0}
+    assert parent.data.metrics["test/mae_mean"] == 1.5
+
+    stub_train.clear()
+    summary = cross_validate(compose_config(tmp_path / "two", [*data, "folds=2"], config_name="cv"))
+    assert stub_train == [(0, None), (1, None)] and summary["test/mae_mean"] == 0.5
+    warning = parent_run(tmp_path / "two").data.tags["cv.warning"]
+    assert warning.startswith("2 of the 4 folds of data=fgnet (one per subject: leave one person out) run")
+    assert warning in caplog.text
+
+    with pytest.raises(ConfigError, match=r"^folds=5 but data=fgnet has 4 folds \(one per subject"):
+        cross_validate(compose_config(tmp_path / "five", [*data, "folds=5"], config_name="cv"))
+    assert not (tmp_path / "five" / "mlflow.db").exists()
+
+
+def test_cv_without_folds_deals_five_from_data_without_its_own(tmp_path, stub_train):
+    cross_validate(compose_config(tmp_path, ["experiment=levi_synth"], config_name="cv"))
+    assert stub_train == [(k, 5) for k in range(5)]
+    assert "cv.data_folds" not in parent_run(tmp_path).data.tags
+
+
+@pytest.mark.parametrize("overrides, error", [
+    (["experiment=levi_synth", "model.input_size=64"], "model.input_size=64 is too small for levi_hassner"),
+    (["experiment=levi_synth", "trainer.max_epochs=0"], "trainer.max_epochs must be a positive integer"),
+    (["data=adience", "data.root={root}", "folds=6"], "folds=6 but data=adience has 5 folds (data.folds); use folds=2..5, "
+                                  "or leave folds out to run all 5"),
+], ids=["model_input_size", "max_epochs", "adience_6_folds"])
+def test_a_config_error_is_one_line_before_any_run(tmp_path, capsys, overrides, error):
+    from agelab.cli import run_or_exit
+
+    (tmp_path / "adience").mkdir()  # an empty folder: the folds are refused before any file is read
+    cfg = compose_config(tmp_path, [o.format(root=tmp_path / "adience") for o in overrides], config_name="cv")
+    with pytest.raises(SystemExit):
+        run_or_exit(cross_validate, cfg)
+    assert capsys.readouterr().err.startswith(f"error: {error}")
+    assert not (tmp_path / "mlflow.db").exists()
