@@ -2,12 +2,14 @@
 
 Composes the training config (conf/prepare.yaml = conf/train.yaml + a few keys), so the cache it
 builds is exactly the one training will find. Prints what was kept and dropped, by reason, and
-logs the counts to MLflow (experiment ``agelab-prepare``) unless ``log_to_mlflow=false``.
+logs the counts to MLflow (experiment ``agelab-prepare``) unless ``log_to_mlflow=false``, with
+``prepare/dropped.csv``: every dropped image (or label line) and its reason.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -35,8 +37,9 @@ def counts_table(name: str, kept: int, dropped: dict[str, int]):
     return table
 
 
-def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], params: dict) -> str:
-    """Log the counts as metrics of a new run in experiment agelab-prepare; returns the run id."""
+def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], params: dict, drops=None) -> str:
+    """Log the counts as metrics of a new run in experiment agelab-prepare, and ``drops`` (a
+    DataFrame path, reason) as ``prepare/dropped.csv``; returns the run id."""
     from mlflow.tracking import MlflowClient
 
     from agelab.tracking import git_commit
@@ -55,8 +58,18 @@ def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], p
     for reason, n in dropped.items():
         client.log_metric(run_id, f"prepare/dropped/{reason}", n)
     client.log_dict(run_id, {"kept": kept, "dropped": dropped}, "prepare/counts.json")
+    if drops is not None:
+        log_drops(client, run_id, drops, "prepare")
     client.set_terminated(run_id)
     return run_id
+
+
+def log_drops(client, run_id: str, drops, artifact_dir: str) -> None:
+    """``drops`` (path, reason) as ``<artifact_dir>/dropped.csv`` of an MLflow run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dropped.csv"
+        drops[["path", "reason"]].to_csv(path, index=False)
+        client.log_artifact(run_id, str(path), artifact_dir)
 
 
 def _param(key, value):
@@ -98,7 +111,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
             params.update({f"faces.{k}": v for k, v in cropper.settings().items()})
         if "root" in cfg.data:
             params["data.root"] = OmegaConf.select(cfg, "data.root")
-        run_id = log_counts(cfg, name, kept, dropped, params)
+        run_id = log_counts(cfg, name, kept, dropped, params, getattr(source, "drops", None))
         log.info("counts logged to MLflow run %s (experiment %s)", run_id, EXPERIMENT)
     return {"kept": kept, **{f"dropped/{reason}": n for reason, n in dropped.items()}}
 

@@ -178,6 +178,12 @@ def test_utkface_chips_by_file_name_with_a_random_split(tmp_path):
     counts = data_counts(run_metrics(tmp_path))
     assert counts == {"data/kept": 16, "data/dropped/bad_filename": 2, "data/dropped/too_blurry": 1,
                       "data/split/train": 12, "data/split/val": 1, "data/split/test": 3}  # random 20% / 10%
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("agelab").experiment_id])
+    dropped = pd.read_csv(client.download_artifacts(run.info.run_id, "data/dropped.csv", str(tmp_path / "dl")))
+    assert dropped.values.tolist() == [[str(root / "130_1_0_20170116174525998.jpg.chip.jpg"), "bad_filename"],
+                                       [str(root / "25_0_20170116174525999.jpg.chip.jpg"), "bad_filename"],
+                                       [str(root / "40_1_2_20170116174525997.jpg.chip.jpg"), "too_blurry"]]
 
 
 def read_and_split(tmp_path: Path, overrides: list[str]):

@@ -84,6 +84,11 @@ def test_round_trip_gives_the_croppers_faces_and_counts_drops(dataset, tmp_path)
     np.testing.assert_array_equal(images, result.images)
     assert list(stored["source_index"]) == list(records["source_index"])
     assert json.loads((folder / "dropped.json").read_text()) == EXPECTED_DROPS
+    bad = dataset[~dataset["path"].map(is_face)]["path"].tolist()  # in dataset order, as they were cropped
+    reasons = ["no_face", "unreadable", "no_face", "unreadable", "too_small", "unreadable", "too_blurry"]
+    expected = pd.DataFrame({"path": bad, "reason": reasons})  # each dropped image named, with its reason
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "dropped_faces.csv"), expected)
+    pd.testing.assert_frame_equal(result.drops, expected)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["kept"] == 14 and manifest["records"] == 21 and manifest["cropper"] == CROPPER.settings()
     assert not (folder / "shards").exists()  # spent once packed
@@ -98,6 +103,7 @@ def test_a_second_run_reuses_the_cache_and_new_settings_rebuild(dataset, tmp_pat
     np.testing.assert_array_equal(again.images, first.images)
     pd.testing.assert_frame_equal(again.records, first.records)
     assert again.dropped == first.dropped
+    pd.testing.assert_frame_equal(again.drops, first.drops)  # reused with the cache
 
     relabelled = dataset.assign(age=dataset["age"] + 1)  # labels are not crops: reused, new labels
     fixed = prepare_cache(relabelled, tmp_path, CROPPER, workers=1, progress=False)
@@ -180,6 +186,8 @@ def test_prepared_source_reads_crops_splits_and_balances(dataset, tmp_path):
                             progress=False)
     drops = source.prepare()
     assert drops == {**EXPECTED_DROPS, "bad_age": 2, "unreadable": 4}
+    assert len(source.drops) == 7  # the reader gave counts only: the face pipeline's drops are named
+    pd.testing.assert_frame_equal(pd.read_csv(source.folder / "dropped.csv"), source.drops)
     assert source.drop_counts == drops and source.kept == 14
     assert source.folder.parent == tmp_path and source.folder.name.startswith("toy-")
 
@@ -243,3 +251,37 @@ def test_faces_configs_compose(tmp_path):
     assert isinstance(cropper, FaceCropper)
     assert cropper.detect is False and cropper.align is False and cropper.enlarge == 1.2
     assert cropper.output_size == 73
+
+
+def utkface_with_two_bad_files(root: Path) -> tuple[Path, Path]:
+    """8 good chips, a corrupt JPEG with a good name and a good image with a bad name."""
+    root.mkdir(parents=True)
+    for i in range(8):
+        name = f"{20 + i}_{i % 2}_{i % 5}_2017011617452{i:03d}.jpg.chip.jpg"
+        Image.fromarray(draw_face(64, 44, seed=i)).save(root / name)
+    corrupt = root / "30_1_2_20170116174525990.jpg.chip.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 cut off")  # a JPEG header, then nothing
+    badly_named = root / "25_0_20170116174525999.jpg.chip.jpg"  # the race is missing
+    Image.fromarray(draw_face(64, 44)).save(badly_named)
+    return corrupt, badly_named
+
+
+def test_dropped_csv_names_each_dropped_file_and_is_logged(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from agelab.prepare import prepare
+
+    corrupt, badly_named = utkface_with_two_bad_files(tmp_path / "UTKFace")
+    cfg = compose_config(tmp_path, ["data=utkface", f"data.root={tmp_path / 'UTKFace'}", "data.source.workers=1",
+                                    "+data.source.progress=false"], config_name="prepare")
+    counts = prepare(cfg)
+    assert counts == {"kept": 8, "dropped/bad_filename": 1, "dropped/unreadable": 1}
+    expected = pd.DataFrame({"path": [str(badly_named), str(corrupt)], "reason": ["bad_filename", "unreadable"]})
+    (folder,) = (tmp_path / "data" / "cache").glob("utkface-*")
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "dropped.csv"), expected)  # beside dropped.json
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("agelab-prepare").experiment_id])
+    logged = client.download_artifacts(run.info.run_id, "prepare/dropped.csv", str(tmp_path / "artifacts"))
+    pd.testing.assert_frame_equal(pd.read_csv(logged), expected)
+

@@ -21,6 +21,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from agelab.data.prepare_cache import DROP_COLUMNS
 from agelab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class CrossDatasetSource:
         self.name = name or "+".join(getattr(s, "name", "") or role for role, s in (("train", train), ("test", test)))
         self.left_out: dict[str, int] = {}
         self.drop_counts: dict[str, int] = {}
+        self.drops = pd.DataFrame(columns=DROP_COLUMNS)  # path, <role>/<reason>
         self.kept = 0
 
     def prepare(self) -> dict[str, int]:
@@ -95,13 +97,17 @@ class CrossDatasetSource:
 
     def _collect_counts(self) -> None:
         counts: Counter = Counter()
-        kept = 0
+        kept, named = 0, [pd.DataFrame(columns=DROP_COLUMNS)]
         for role, source in (("train", self.train), ("test", self.test)):
             drops = getattr(source, "drop_counts", None)
             if isinstance(drops, dict):
                 counts.update({f"{role}/{reason}": int(n) for reason, n in drops.items()})
             kept += int(getattr(source, "kept", 0) or 0)
+            items = getattr(source, "drops", None)
+            if isinstance(items, pd.DataFrame):
+                named.append(items[DROP_COLUMNS].assign(reason=role + "/" + items["reason"].astype(str)))
         self.drop_counts, self.kept = dict(counts), kept
+        self.drops = pd.concat(named, ignore_index=True)
 
     def load(self) -> tuple[ConcatImages, pd.DataFrame]:
         train_images, train_records = self.train.load()

@@ -4,9 +4,10 @@ Work is split into shards of ``shard_size`` records, cropped in parallel over CP
 finished shard is written atomically (temporary file, then ``os.replace``), so a run killed half
 way leaves only whole shards and the next run crops only the missing ones. The shards are then
 packed into the cache folder (``images.npy`` + ``records.csv``, agelab.data.cache) with
-``dropped.json`` (reason -> count) and ``manifest.json``, whose ``key`` hashes what decides the
-crops: the image paths, the given face boxes and the cropper settings. A second run with the
-same key reuses the cache at once; another key rebuilds it.
+``dropped.json`` (reason -> count), ``dropped_faces.csv`` (path and reason of each image dropped
+here) and ``manifest.json``, whose ``key`` hashes what decides the crops: the image paths, the
+given face boxes and the cropper settings. A second run with the same key reuses the cache at
+once; another key rebuilds it.
 
 Labels are not part of the key: on reuse the returned records are the caller's current rows
 (re-written to records.csv when they changed), so fixing a label never forces a re-crop.
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
 FACE_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2")  # the face the crop was made from, original pixels
 MANIFEST, DROPPED, SHARDS = "manifest.json", "dropped.json", "shards"
+FACE_DROPS, DROP_COLUMNS = "dropped_faces.csv", ["path", "reason"]
 FORMAT_VERSION = 1  # bump when the crop code changes what it makes, so old caches are rebuilt
 ERROR = "error"  # an image that made the cropper fail (logged; counted, never silently lost)
 
@@ -50,6 +52,7 @@ class PrepareResult:
     dropped: Counter = field(default_factory=Counter)  # reason -> count
     folder: Path | None = None
     reused: bool = False  # True when the cache was already built for these inputs
+    drops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DROP_COLUMNS))  # path, reason
 
     @property
     def kept(self) -> int:
@@ -181,6 +184,22 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_drops(path: Path, drops: pd.DataFrame) -> None:
+    """The dropped images as a CSV (path, reason), written atomically."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    drops[DROP_COLUMNS].to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _read_face_drops(folder: Path, records: pd.DataFrame, source_index: np.ndarray) -> pd.DataFrame:
+    """The cache's dropped_faces.csv (path, reason)."""
+    try:
+        return pd.read_csv(folder / FACE_DROPS, dtype=str, keep_default_na=False)
+    except (OSError, ValueError):  # a cache from before the file: the dropped images are known, their reasons not
+        lost = np.setdiff1d(np.arange(len(records)), source_index)
+        return pd.DataFrame({"path": records["path"].iloc[lost].astype(str).to_numpy(), "reason": "unknown"})
+
+
 def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResult | None:
     """The finished cache for ``key``, with the caller's current labels; None if absent or stale."""
     try:
@@ -203,7 +222,8 @@ def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResu
         result.to_csv(tmp, index=False)
         os.replace(tmp, folder / RECORDS)
         _write_json(folder / MANIFEST, {**manifest, "labels": labels})
-    return PrepareResult(images, result, dropped, folder, reused=True)
+    face_drops = _read_face_drops(folder, records, result["source_index"].to_numpy())
+    return PrepareResult(images, result, dropped, folder, reused=True, drops=face_drops)
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -249,11 +269,12 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
     _run_shards(tasks, workers, len(records), done, progress)
 
     # Pack: the face table first (small), then the images streamed shard by shard.
-    source_index, infos, dropped = [], [], Counter()
+    source_index, infos, dropped, drops = [], [], Counter(), []
     for index, shard in enumerate(_read_shards(shard_dir, n_shards)):
         source_index.append(shard["kept"] + index * shard_size)
         infos.append(shard["info"])
         dropped.update(r for r in shard["reasons"].tolist() if r)
+        drops += [(paths[index * shard_size + i], r) for i, r in enumerate(shard["reasons"].tolist()) if r]
     source_index = np.concatenate(source_index)
     info = np.concatenate(infos)
     if len(source_index) == 0:
@@ -269,6 +290,8 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
     size = cropper.output_size
     save_cache_parts(folder, parts(), len(result), (size, size, 3), result)
     _write_json(folder / DROPPED, dict(sorted(dropped.items())))
+    drops = pd.DataFrame(drops, columns=DROP_COLUMNS)
+    write_drops(folder / FACE_DROPS, drops)
     elapsed = time.perf_counter() - start
     _write_json(folder / MANIFEST, {"key": key, "labels": _labels_hash(records), "records": len(records),
                                     "kept": len(result), "cropper": cropper.settings(),
@@ -278,7 +301,7 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
     # (kept and dropped are printed once, by whoever asked: the prepare table, the training data report)
     log.info("face cache %s: cropped %d images in %.1f s (%.0f/s, %d workers)",
              folder, cropped, elapsed, cropped / max(elapsed, 1e-9), workers)
-    return PrepareResult(np.load(folder / IMAGES, mmap_mode="r"), result, dropped, folder, reused=False)
+    return PrepareResult(np.load(folder / IMAGES, mmap_mode="r"), result, dropped, folder, reused=False, drops=drops)
 
 
 def drop_summary(dropped) -> str:

@@ -10,6 +10,8 @@
 
 The cache lives in ``<cache_dir>/<name>-<key>``, ``key`` hashing the image paths, boxes and
 cropper settings, so every dataset and crop setting has its own cache and switching back is free.
+Its ``dropped.csv`` names every dropped image or label line and why (the reader's drops, then the
+face pipeline's), rewritten on each prepare so it follows the current label files.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ import numpy as np
 import pandas as pd
 
 from agelab.data.faces import FaceCropper
-from agelab.data.prepare_cache import PrepareResult, cache_key, drop_summary, prepare_cache
+from agelab.data.prepare_cache import (
+    DROP_COLUMNS, PrepareResult, cache_key, drop_summary, prepare_cache, write_drops,
+)
 from agelab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+DROPS_CSV = "dropped.csv"  # beside the cache's dropped.json: every drop by path (or label line) and reason
 
 
 def format_counts(title: str, kept: int, dropped: dict[str, int]) -> str:
@@ -55,6 +60,7 @@ class PreparedSource:
         self.drop_counts: dict[str, int] = {}  # reason -> count, reader drops and face drops together
         self.reader_drops: dict[str, int] = {}
         self.face_drops: dict[str, int] = {}
+        self.drops = pd.DataFrame(columns=DROP_COLUMNS)  # path (or label file:line), reason; one row per drop
         self.kept = 0
         self.folder: Path | None = None
         self.balance_report: pd.DataFrame | None = None
@@ -78,6 +84,10 @@ class PreparedSource:
         self.reader_drops = {k: int(v) for k, v in Counter(reader_drops or {}).items()}
         self.face_drops = {k: int(v) for k, v in prepared.dropped.items()}
         self.drop_counts = dict(Counter(self.reader_drops) + Counter(self.face_drops))
+        named = getattr(result, "drops", None)  # a reader from outside agelab may give counts only
+        parts = [named[DROP_COLUMNS]] if isinstance(named, pd.DataFrame) else []
+        self.drops = pd.concat([*parts, prepared.drops], ignore_index=True)
+        write_drops(self.folder / DROPS_CSV, self.drops)
         self.kept = prepared.kept
         self._prepared = prepared
         log.debug("%s", format_counts(f"{self.name} ({self.folder})", self.kept, self.drop_counts))

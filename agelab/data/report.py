@@ -2,7 +2,8 @@
 
 ``DataReport`` is a Lightning callback: once the datamodule is set up it prints the counts and
 logs them to the run's loggers (MLflow) as ``data/kept``, ``data/dropped/<reason>`` and
-``data/split/<train|val|test>`` (the train size after any balancing). Sources without drop
+``data/split/<train|val|test>`` (the train size after any balancing), and each dropped image (or
+label line) with its reason as the MLflow artifact ``data/dropped.csv``. Sources without drop
 counts (the built-in synthetic faces) log only the split sizes.
 """
 
@@ -70,3 +71,11 @@ class DataReport(pl.Callback):
             print(counts_text(datamodule), flush=True)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
+        drops = getattr(getattr(datamodule, "source", None), "drops", None)
+        if drops is not None and trainer.is_global_zero:
+            from agelab.callbacks.mlflow_utils import mlflow_run
+            from agelab.prepare import log_drops
+
+            client, run_id = mlflow_run(trainer)
+            if client is not None:
+                log_drops(client, run_id, drops, "data")

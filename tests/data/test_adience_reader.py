@@ -71,6 +71,11 @@ def by_image(result):
 def test_default_rules_map_or_drop_every_odd_label(adience):
     result = read_adience(adience)
     assert result.dropped == {"age_none": 1, "bad_age": 1, "missing_file": 1, "bad_row": 1}
+    fold_1 = adience / "fold_1_data.txt"  # labels by their line, a missing image by its path
+    assert result.drops.values.tolist() == [
+        [f"{adience / 'fold_0_data.txt'}:5", "age_none"], [f"{fold_1}:8", "bad_age"],
+        [str(adience / "aligned/10044155@N06/landmark_aligned_face.27.8621431464_6ba0e13c53_o.jpg"), "missing_file"],
+        [f"{fold_1}:11", "bad_row"]]
     assert result.mapped == {"canonical_tuple": 7, "odd_tuple": 5, "bare_int": 2}
     assert len(result.records) == 14
     rows = by_image(result)

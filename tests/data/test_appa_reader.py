@@ -34,6 +34,8 @@ def test_real_target_splits_and_columns(tmp_path):
     result = read_appa(write_appa(tmp_path))
     records = result.records
     assert result.dropped == {"bad_age": 1, "missing_file": 1}
+    assert result.drops.values.tolist() == [[f"{tmp_path / 'gt_avg_valid.csv'}:3", "bad_age"],
+                                            [str(tmp_path / "test" / "005614.jpg"), "missing_file"]]
     assert records["split"].tolist() == ["train", "train", "train", "val", "test"]
     assert records["age"].tolist() == [4, 18, 80, 28, 59]
     assert records["group"].tolist() == [1, 3, 7, 4, 7]

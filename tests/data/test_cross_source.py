@@ -88,3 +88,13 @@ def test_datamodule_batches_from_both_datasets():
     assert batch["age"].tolist() == [10.0, 11.0, 12.0]
     assert batch["image"][:, 0, 0, 0].tolist() == [10, 11, 12]
     assert len(datamodule.datasets["train"]) == 6 and len(datamodule.datasets["val"]) == 2
+
+
+def test_drops_of_both_datasets_are_named_with_their_role():
+    train = ArraySource(["train", "val"], drops={"no_face": 1})
+    test = ArraySource(["test"], base=10, drops={"missing_file": 1})
+    train.drops = pd.DataFrame({"path": ["/imdb/a.jpg"], "reason": ["no_face"]})
+    test.drops = pd.DataFrame({"path": ["/morph/b.jpg"], "reason": ["missing_file"]})
+    source = CrossDatasetSource(train, test)
+    source.prepare()
+    assert source.drops.values.tolist() == [["/imdb/a.jpg", "train/no_face"], ["/morph/b.jpg", "test/missing_file"]]

@@ -23,6 +23,8 @@ def test_parses_subjects_and_ages(tmp_path, sub):
     folder = write_fgnet(tmp_path / sub if sub else tmp_path)
     result = read_fgnet(tmp_path)
     assert result.dropped == {"bad_filename": 2}
+    assert result.drops.values.tolist() == [[str(folder / "1A2.JPG"), "bad_filename"],
+                                            [str(folder / "README.JPG"), "bad_filename"]]
     records = result.records
     assert records["subject"].tolist() == ["001", "001", "001", "002", "078"]
     assert records["age"].tolist() == [2, 2, 43, 16, 11]

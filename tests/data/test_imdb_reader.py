@@ -111,6 +111,14 @@ def test_cleaning_rules_and_ages(imdb_root):
     result = read_imdb(imdb_root)
     assert result.dropped == {"no_face": 2, "low_face_score": 1, "second_face": 1, "bad_dob": 1,
                               "age_out_of_range": 2, "missing_file": 1}
+    crop = imdb_root / "imdb_crop"  # each drop named by its image
+    assert result.drops.values.tolist() == [
+        [str(crop / "02/nm0000002_rm4.jpg"), "no_face"], [str(crop / "02/nm0000002_rm5.jpg"), "low_face_score"],
+        [str(crop / "02/nm0000002_rm6.jpg"), "second_face"], [str(crop / "02/nm0000002_rm7.jpg"), "bad_dob"],
+        [str(crop / "02/nm0000002_rm8.jpg"), "age_out_of_range"],
+        [str(crop / "02/nm0000002_rm9.jpg"), "age_out_of_range"],
+        [str(crop / "03/nm0000003_missing.jpg"), "missing_file"],
+        [str(imdb_root / "wiki_crop" / WIKI_ROWS[2]["path"]), "no_face"]]
     records = result.records
     assert records["age"].tolist() == [30, 29, 25, 50, 28, 39]
     assert records["group"].tolist() == [4, 4, 4, 6, 4, 5]
@@ -170,6 +178,9 @@ def test_extra_dirs_are_appended(imdb_root, tmp_path_factory):
     assert records["subject"].iloc[2] == "p1" and records["gender"].iloc[2] == "f"
     assert records["path"].iloc[2] == str(extra / "faces" / "a.jpg")
     assert result.dropped == {"no_face": 1, "bad_age": 1, "age_out_of_range": 1, "missing_file": 1}
+    assert result.drops.values.tolist()[1:] == [  # the extra set's drops by line / path, after wiki's
+        [f"{extra / 'labels.csv'}:3", "bad_age"], [str(extra / "faces" / "d.jpg"), "missing_file"],
+        [str(extra / "faces" / "c.jpg"), "age_out_of_range"]]
 
 
 def test_missing_files_and_bad_options(tmp_path):

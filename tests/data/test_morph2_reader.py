@@ -35,6 +35,9 @@ def test_reads_rows_and_counts_drops(tmp_path):
     result = read_morph2(write_morph2(tmp_path))
     records = result.records
     assert result.dropped == {"bad_age": 1, "bad_row": 1, "missing_file": 1}
+    csv = tmp_path / "morph_2008_nonCommercial.csv"  # rows 4 and 5 are its lines 5 and 6
+    assert result.drops.values.tolist() == [[f"{csv}:6", "bad_row"], [f"{csv}:5", "bad_age"],
+                                            [str(tmp_path / "Album2" / "104658_1F41.JPG"), "missing_file"]]
     assert records["age"].tolist() == [17, 36, 55, 62]
     assert records["group"].tolist() == [3, 5, 6, 7]
     assert records["subject"].tolist() == ["070081", "070081", "104655", "104659"]
@@ -55,3 +58,4 @@ def test_named_csv_and_missing_label_file(tmp_path):
         read_morph2(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         read_morph2(tmp_path / "nowhere")
+

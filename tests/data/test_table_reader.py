@@ -31,6 +31,10 @@ def test_rules_and_counts(tmp_path):
         "img/h.jpg,45,hal,5,,\n")             # the file's group wins
     result = read_table(tmp_path)
     assert result.dropped == {"bad_age": 4, "bad_group": 1, "duplicate": 1, "missing_file": 1}
+    csv = tmp_path / "labels.csv"  # label problems are named by their line, a missing image by its path
+    assert sorted(result.drops.itertuples(index=False, name=None)) == sorted([
+        (f"{csv}:4", "bad_age"), (f"{csv}:5", "bad_age"), (f"{csv}:6", "bad_age"), (f"{csv}:7", "bad_age"),
+        (f"{csv}:8", "bad_group"), (f"{csv}:9", "duplicate"), (str(tmp_path / "img" / "zz.jpg"), "missing_file")])
     records = result.records
     assert records["path"].tolist() == [str(tmp_path / "img" / "a.jpg"), str(tmp_path / "img" / "b.jpg"),
                                         str(outside), str(tmp_path / "img" / "h.jpg")]

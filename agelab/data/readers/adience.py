@@ -84,27 +84,28 @@ def read_adience(root, frontal_only: bool = False, odd_ages: str = "nearest", ba
     pattern = "fold_frontal_{}_data.txt" if frontal_only else "fold_{}_data.txt"
     files = {k: require_file(root / pattern.format(k), "adience") for k in folds}
 
-    dropped, mapped, rows = Counter(), Counter(), []
+    drops, mapped, rows = [], Counter(), []  # drops: (path or file:line, reason)
     for fold, path in files.items():
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for line in lines[1:]:  # the first line is the header
+        for number, line in enumerate(lines[1:], start=2):  # the first line is the header
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             cells = [c.strip() for c in line.split("\t")]
             if len(cells) < 5 or not all(cells[:3]):
-                dropped["bad_row"] += 1
+                drops.append((where, "bad_row"))
                 continue
             cells += [""] * (len(COLUMNS) - len(cells))
             row = dict(zip(COLUMNS, cells))
             age, group, rule, kept = parse_age(row["age"], odd_ages, bare_ints)
             if not kept:
-                dropped[rule] += 1
+                drops.append((where, rule))
                 continue
             user, face, image = row["user_id"], row["face_id"], row["original_image"]
-            file = first_existing(root / "aligned" / user / f"landmark_aligned_face.{face}.{image}",
-                                  root / "faces" / user / f"coarse_tilt_aligned_face.{face}.{image}")
+            aligned = root / "aligned" / user / f"landmark_aligned_face.{face}.{image}"
+            file = first_existing(aligned, root / "faces" / user / f"coarse_tilt_aligned_face.{face}.{image}")
             if file is None:
-                dropped["missing_file"] += 1
+                drops.append((str(aligned), "missing_file"))
                 continue
             mapped[rule] += 1
             rows.append({"path": file, "age": age, "group": group, "subject": user,
@@ -116,4 +117,4 @@ def read_adience(root, frontal_only: bool = False, odd_ages: str = "nearest", ba
     for column in NUMERIC:
         records[column] = pd.to_numeric(records[column], errors="coerce")
     records["fold"] = records["fold"].astype(np.int64)
-    return finish(records, dropped, "adience", root, mapped)
+    return finish(records, drops, "adience", root, mapped)

@@ -14,12 +14,10 @@ APPA-REAL has no identities: ``subject`` is the file name (unique over the three
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pandas as pd
 
 from agelab.data.readers.base import (
-    ReadResult, finish, first_existing, groups_of, read_csv_text, require_dir, require_file,
+    ReadResult, dropped_at, dropped_lines, finish, first_existing, groups_of, read_csv_text, require_dir, require_file,
 )
 from agelab.errors import ConfigError, DataError
 
@@ -34,7 +32,7 @@ def read_appa(root, target: str = "real", splits=("train", "valid", "test"), fac
     if not splits or any(s not in SPLITS for s in splits):
         raise ConfigError(f"appa splits must be a list from {list(SPLITS)}, got {splits!r}")
     root = require_dir(root, "appa")
-    dropped, parts = Counter(), []
+    drops, parts = [], []
     for split in splits:
         csv_path = require_file(root / f"gt_avg_{split}.csv", "appa")
         table = read_csv_text(csv_path, "appa")
@@ -47,15 +45,14 @@ def read_appa(root, target: str = "real", splits=("train", "valid", "test"), fac
         age = real if target == "real" else apparent
         bad_row = names == ""
         bad_age = ~bad_row & ~age.between(0, 120)
-        dropped["bad_row"] += int(bad_row.sum())
-        dropped["bad_age"] += int(bad_age.sum())
+        drops += dropped_lines("bad_row", bad_row, csv_path) + dropped_lines("bad_age", bad_age, csv_path)
         keep = ~bad_row & ~bad_age
         folder = root / split
         choices = ((lambda n: (folder / f"{n}_face.jpg",)) if face_crops
                    else (lambda n: (folder / n, folder / f"{n}_face.jpg")))
         paths = names.where(keep, "").map(lambda n: first_existing(*choices(n)) if n else None)
         missing_file = keep & paths.isna()
-        dropped["missing_file"] += int(missing_file.sum())
+        drops += dropped_at("missing_file", missing_file, names, lambda n: str(choices(n)[0]))
         keep &= ~missing_file
         part = pd.DataFrame({
             "path": paths, "age": age, "subject": names, "split": SPLITS[split], "file_name": names,
@@ -67,4 +64,4 @@ def read_appa(root, target: str = "real", splits=("train", "valid", "test"), fac
         parts.append(part[keep])
     records = pd.concat(parts, ignore_index=True)
     records.insert(2, "group", groups_of(records["age"]))
-    return finish(records, dropped, "appa", root)
+    return finish(records, drops, "appa", root)

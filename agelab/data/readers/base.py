@@ -11,7 +11,9 @@ A reader turns a dataset's raw on-disk labels into a records table, one row per 
   ``apparent_age``, ``apparent_std``, ``real_age``, ``face_score``, ``box_x1..box_y2``, ``source``.
 
 Rows a reader cannot use are dropped and counted by reason in ``ReadResult.dropped``, never
-skipped silently. A missing dataset folder or label file raises DataError.
+skipped silently; ``ReadResult.drops`` says where each one is, so a few bad rows can be found among
+many (``path``: the image for a file problem or where the image carries the label, else
+``<label file>:<line>``). A missing dataset folder or label file raises DataError.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agelab.groups import GROUP_NAMES, NUM_GROUPS, age_to_group
 
 BASE_COLUMNS = ["path", "age", "group", "subject"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+DROP_COLUMNS = ["path", "reason"]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class ReadResult:
     mapped: Counter = field(default_factory=Counter)
     name: str = ""
     root: str = ""
+    drops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DROP_COLUMNS))  # path, reason
 
     def counts(self) -> dict:
         """Flat counts, ready to log: kept, dropped, dropped/<reason>, mapped/<rule>."""
@@ -114,8 +118,23 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def finish(records: pd.DataFrame, dropped: Counter, name: str, root, mapped: Counter | None = None) -> ReadResult:
-    """Standard column order and dtypes, a fresh 0..N-1 index, and the ReadResult around it."""
+def dropped_at(reason: str, mask, where, fmt=str) -> list[tuple[str, str]]:
+    """(fmt(where), reason) for each row ``mask`` marks (only those rows are formatted)."""
+    return [(fmt(w), reason) for w in pd.Series(where)[np.asarray(mask, dtype=bool)]]
+
+
+def dropped_lines(reason: str, mask, csv_path) -> list[tuple[str, str]]:
+    """("<csv>:<line>", reason) for each row ``mask`` marks in a table read from ``csv_path`` (header = line 1)."""
+    return [(f"{csv_path}:{i + 2}", reason) for i in np.flatnonzero(np.asarray(mask, dtype=bool))]
+
+
+def finish(records: pd.DataFrame, drops: list[tuple[str, str]], name: str, root,
+           mapped: Counter | None = None) -> ReadResult:
+    """Standard column order and dtypes, a fresh 0..N-1 index, and the ReadResult around it.
+
+    ``drops``: (path or line ref, reason) for every dropped row; the counts are made from it, so
+    the two always agree.
+    """
     records = records.reset_index(drop=True)
     records["path"] = records["path"].astype(str)
     records["age"] = pd.to_numeric(records["age"], errors="coerce").astype(np.float64)
@@ -125,10 +144,10 @@ def finish(records: pd.DataFrame, dropped: Counter, name: str, root, mapped: Cou
         records["gender"] = records["gender"].astype(object).where(records["gender"].isin(["m", "f"]), np.nan)
     others = [c for c in records.columns if c not in BASE_COLUMNS]
     records = records[BASE_COLUMNS + others]
-    # Keep only reasons that happened, so counts() lists what matters.
-    dropped = Counter({k: int(v) for k, v in dropped.items() if v})
+    dropped = Counter(reason for _, reason in drops)
     mapped = Counter({k: int(v) for k, v in (mapped or {}).items() if v})
-    return ReadResult(records=records, dropped=dropped, mapped=mapped, name=name, root=str(root))
+    return ReadResult(records=records, dropped=dropped, mapped=mapped, name=name, root=str(root),
+                      drops=pd.DataFrame(list(drops), columns=DROP_COLUMNS))
 
 
 def empty_records(extra: list[str] = ()) -> pd.DataFrame:

@@ -9,8 +9,6 @@ Columns: path, age, group, subject (the 3-digit id as text).
 from __future__ import annotations
 
 import re
-from collections import Counter
-
 import pandas as pd
 
 from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, require_dir
@@ -22,15 +20,15 @@ _NAME = re.compile(r"^(\d{3})[aA](\d{2})[a-zA-Z]?$")
 def read_fgnet(root) -> ReadResult:
     root = require_dir(root, "fgnet")
     folder = root / "images" if (root / "images").is_dir() else root
-    dropped, rows = Counter(), []
+    drops, rows = [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and is_image(p)):
         match = _NAME.match(path.stem)
         if not match:
-            dropped["bad_filename"] += 1
+            drops.append((str(path), "bad_filename"))
             continue
         rows.append({"path": str(path), "age": float(match[2]), "subject": match[1]})
-    if not rows and not dropped:
+    if not rows and not drops:
         raise DataError(f"fgnet: expected images named like 078A11.JPG in {folder} (none found)")
     records = pd.DataFrame(rows, columns=["path", "age", "subject"])
     records.insert(2, "group", groups_of(records["age"]))
-    return finish(records, dropped, "fgnet", folder)
+    return finish(records, drops, "fgnet", folder)

@@ -33,14 +33,13 @@ get ``source`` = the folder or file name and obey the same age range; their drop
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.io
 
-from agelab.data.readers.base import ReadResult, finish, groups_of, require_dir, require_file
+from agelab.data.readers.base import ReadResult, dropped_at, finish, groups_of, require_dir, require_file
 from agelab.data.readers.table import read_table
 from agelab.errors import ConfigError, DataError
 
@@ -112,8 +111,8 @@ def _boxes(cells, n: int) -> np.ndarray:
 
 
 def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: bool, min_age: float,
-             max_age: float, full_images: bool = False) -> tuple[pd.DataFrame, Counter]:
-    """Records and drop counts of one .mat file."""
+             max_age: float, full_images: bool = False) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Records and drops (image path, reason) of one .mat file."""
     mat_path = require_file(root / f"{source}.mat", "imdb")
     struct = _struct(mat_path, source)
     full_path = [_cell_str(c) for c in _field(struct, "full_path", mat_path)]
@@ -137,12 +136,18 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
     has_second = ~no_face & ~low & ~np.isnan(second) & (not allow_second_face)
     bad_dob = ~no_face & ~low & ~has_second & np.isnan(age)
     out_of_range = ~no_face & ~low & ~has_second & ~bad_dob & ((age < min_age) | (age > max_age))
-    dropped = Counter(no_face=int(no_face.sum()), low_face_score=int(low.sum()), second_face=int(has_second.sum()),
-                      bad_dob=int(bad_dob.sum()), age_out_of_range=int(out_of_range.sum()))
     keep = ~(no_face | low | has_second | bad_dob | out_of_range)
+    bases = (os.path.join(str(root), source if full_images else f"{source}_crop"), str(root))
+
+    def image(i: int) -> str:  # a drop is named by its image (by its .mat entry where it has no path)
+        return os.path.join(bases[0], full_path[i]) if full_path[i] else f"{mat_path}[{i}]"
+
+    rows = np.arange(n)
+    drops = [d for reason, mask in (("no_face", no_face), ("low_face_score", low), ("second_face", has_second),
+                                    ("bad_dob", bad_dob), ("age_out_of_range", out_of_range))
+             for d in dropped_at(reason, mask, rows, image)]
 
     # Plain os.path on str: this loop runs over every kept face (~200k in the full release).
-    bases = (os.path.join(str(root), source if full_images else f"{source}_crop"), str(root))
     paths = np.array([""] * n, dtype=object)
     for i in np.flatnonzero(keep):
         for base in bases if full_path[i] else ():
@@ -151,7 +156,7 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
                 paths[i] = candidate
                 break
     missing = keep & (paths == "")
-    dropped["missing_file"] = int(missing.sum())
+    drops += dropped_at("missing_file", missing, rows, image)
     keep &= ~missing
 
     if source == "imdb" and celeb_id is not None and len(celeb_id) == n:
@@ -170,10 +175,10 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
         for i, corner in enumerate(("x1", "y1", "x2", "y2")):
             records[f"box_{corner}"] = boxes[:, i]
     records = records[keep]
-    return records, dropped
+    return records, drops
 
 
-def read_extra(entry, min_age: float, max_age: float) -> tuple[pd.DataFrame, Counter]:
+def read_extra(entry, min_age: float, max_age: float) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """One extra labelled set: a CSV file or a folder holding labels.csv."""
     entry = Path(entry).expanduser()
     if entry.is_dir():
@@ -182,12 +187,12 @@ def read_extra(entry, min_age: float, max_age: float) -> tuple[pd.DataFrame, Cou
         result, source = read_table(entry.parent, entry.name, name="imdb extra"), entry.stem
     else:
         raise DataError(f"imdb: extra set {entry} is neither a folder with labels.csv nor a .csv file")
-    records, dropped = result.records, Counter(result.dropped)
+    records, drops = result.records, list(result.drops.itertuples(index=False, name=None))
     out_of_range = records["age"].notna() & ~records["age"].between(min_age, max_age)
-    dropped["age_out_of_range"] += int(out_of_range.sum())
+    drops += dropped_at("age_out_of_range", out_of_range, records["path"])
     records = records[~out_of_range].copy()
     records["source"] = source
-    return records, dropped
+    return records, drops
 
 
 def read_imdb(root, sources=SOURCES, min_face_score: float = 1.0, allow_second_face: bool = False,
@@ -199,14 +204,14 @@ def read_imdb(root, sources=SOURCES, min_face_score: float = 1.0, allow_second_f
     if min_age > max_age:
         raise ConfigError(f"imdb min_age ({min_age}) is above max_age ({max_age})")
     root = require_dir(root, "imdb")
-    parts, dropped = [], Counter()
+    parts, drops = [], []
     for source in sources:
-        records, counts = read_mat(root, source, min_face_score, allow_second_face, min_age, max_age, full_images)
+        records, more = read_mat(root, source, min_face_score, allow_second_face, min_age, max_age, full_images)
         parts.append(records)
-        dropped.update(counts)
+        drops += more
     for entry in [extra_dirs] if isinstance(extra_dirs, str) else list(extra_dirs):
-        records, counts = read_extra(entry, min_age, max_age)
+        records, more = read_extra(entry, min_age, max_age)
         parts.append(records)
-        dropped.update(counts)
+        drops += more
     records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return finish(records, dropped, "imdb", root)
+    return finish(records, drops, "imdb", root)

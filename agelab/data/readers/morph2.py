@@ -15,14 +15,14 @@ B, W, A, H, O), and the file's picture_num, dob, doa, facial_hair, age_diff, gla
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from agelab.data.readers.base import (
-    ReadResult, finish, first_existing, groups_of, read_csv_text, require_dir, require_file,
+    ReadResult, dropped_at, dropped_lines, finish, first_existing, groups_of, read_csv_text, require_dir,
+    require_file,
 )
 from agelab.errors import DataError
 
@@ -55,11 +55,10 @@ def read_morph2(root, csv_name: str | None = None) -> ReadResult:
     if missing:
         raise DataError(f"morph2: {csv_path} lacks columns {sorted(missing)}")
 
-    dropped = Counter()
     bad_row = (table["id_num"] == "") | (table["photo"] == "")
     ages = pd.to_numeric(table["age"], errors="coerce")
     bad_age = ~bad_row & ~ages.between(0, 120)
-    dropped["bad_row"], dropped["bad_age"] = int(bad_row.sum()), int(bad_age.sum())
+    drops = dropped_lines("bad_row", bad_row, csv_path) + dropped_lines("bad_age", bad_age, csv_path)
     keep = ~bad_row & ~bad_age
 
     def locate(photo: str):
@@ -68,7 +67,7 @@ def read_morph2(root, csv_name: str | None = None) -> ReadResult:
 
     paths = table["photo"].where(keep, "").map(lambda p: locate(p) if p else None)
     missing_file = keep & paths.isna()
-    dropped["missing_file"] = int(missing_file.sum())
+    drops += dropped_at("missing_file", missing_file, table["photo"], lambda p: str(root / p))
     keep &= ~missing_file
 
     records = table[keep].copy()
@@ -79,4 +78,4 @@ def read_morph2(root, csv_name: str | None = None) -> ReadResult:
     if "gender" in records:
         records["gender"] = records["gender"].str.lower().where(records["gender"].str.lower().isin(["m", "f"]), np.nan)
     records = records.drop(columns=["id_num"])
-    return finish(records, dropped, "morph2", csv_path)
+    return finish(records, drops, "morph2", csv_path)

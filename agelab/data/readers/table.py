@@ -18,13 +18,14 @@ m/f/male/female (any case); anything else becomes NaN.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from agelab.data.readers.base import ReadResult, finish, groups_of, read_csv_text, require_dir, require_file
+from agelab.data.readers.base import (
+    ReadResult, dropped_at, dropped_lines, finish, groups_of, read_csv_text, require_dir, require_file,
+)
 from agelab.errors import DataError
 from agelab.groups import NUM_GROUPS
 
@@ -43,8 +44,8 @@ def read_table(root, file: str = "labels.csv", name: str = "table") -> ReadResul
 
 
 def parse_table(table: pd.DataFrame, base: Path, name: str, root) -> ReadResult:
-    """Apply the rules above to a table of str cells whose relative paths start at ``base``."""
-    dropped = Counter()
+    """Apply the rules above to a table of str cells whose relative paths start at ``base``
+    (``root``: the CSV file, named with the line of each dropped label)."""
     n = len(table)
     age_text = table["age"].str.strip() if "age" in table else pd.Series([""] * n, index=table.index)
     # An empty or NaN-like age cell means "no age" (allowed where a group is given).
@@ -60,17 +61,17 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root) -> ReadResult:
     bad_age = (age_text != "") & ~valid_age
     bad_age |= (age_text == "") & ~has_group
     bad_group = ~bad_age & has_group & ~valid_group
-    dropped["bad_age"] += int(bad_age.sum())
-    dropped["bad_group"] += int(bad_group.sum())
+    drops = dropped_lines("bad_age", bad_age, root) + dropped_lines("bad_group", bad_group, root)
     keep = ~bad_age & ~bad_group
 
     paths = table["path"].str.strip().map(lambda p: os.path.normpath(os.path.join(base, p)) if p else "")
     # A later good row must not be counted as a duplicate of an earlier dropped one.
     duplicate = keep & paths.where(keep).duplicated(keep="first") & paths.ne("")
-    dropped["duplicate"] += int(duplicate.sum())
+    drops += dropped_lines("duplicate", duplicate, root)
     keep &= ~duplicate
     exists = paths.map(lambda p: bool(p) and os.path.isfile(p))
-    dropped["missing_file"] += int((keep & ~exists).sum())
+    drops += dropped_at("missing_file", keep & ~exists & (paths != ""), paths)
+    drops += dropped_lines("missing_file", keep & (paths == ""), root)  # no path given: name the line
     keep &= exists
 
     records = table[keep].copy()
@@ -85,4 +86,4 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root) -> ReadResult:
         records["subject"] = records["path"]
     if "gender" in records:
         records["gender"] = records["gender"].str.strip().str.lower().map(_GENDERS)
-    return finish(records, dropped, name, root)
+    return finish(records, drops, name, root)

@@ -13,7 +13,6 @@ Columns: path, age, group, subject, gender, race (the name: White, ...), race_id
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 import pandas as pd
 
@@ -26,18 +25,18 @@ _NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)$")
 
 def read_utkface(root) -> ReadResult:
     root = require_dir(root, "utkface")
-    dropped, rows = Counter(), []
+    drops, rows = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and is_image(p)):
         stem = path.name.split(".")[0]
         match = _NAME.match(stem)
         if not match or int(match[1]) > 120:
-            dropped["bad_filename"] += 1
+            drops.append((str(path), "bad_filename"))
             continue
         age, gender, race = int(match[1]), int(match[2]), int(match[3])
         rows.append({"path": str(path), "age": float(age), "subject": stem, "gender": "mf"[gender],
                      "race": RACES[race], "race_id": race})
-    if not rows and not dropped:
+    if not rows and not drops:
         raise DataError(f"utkface: expected images named age_gender_race_datetime.jpg under {root} (none found)")
     records = pd.DataFrame(rows, columns=["path", "age", "subject", "gender", "race", "race_id"])
     records.insert(2, "group", groups_of(records["age"]))
-    return finish(records, dropped, "utkface", root)
+    return finish(records, drops, "utkface", root)
