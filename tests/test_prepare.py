@@ -285,3 +285,14 @@ def test_dropped_csv_names_each_dropped_file_and_is_logged(tmp_path):
     logged = client.download_artifacts(run.info.run_id, "prepare/dropped.csv", str(tmp_path / "artifacts"))
     pd.testing.assert_frame_equal(pd.read_csv(logged), expected)
 
+
+def test_a_missing_test_root_stops_before_the_train_dataset_is_read(tmp_path):
+    from agelab.prepare import prepare
+
+    imdb = tmp_path / "imdb"
+    imdb.mkdir()  # no imdb.mat: reading it first would fail on that instead
+    cfg = compose_config(tmp_path, ["data=imdb_morph2", f"data.root={imdb}", "data.source.test_root=/nope"],
+                         config_name="prepare")
+    with pytest.raises(DataError, match=r"^data\.source\.test_root /nope is not a folder$"):
+        prepare(cfg)
+    assert not (tmp_path / "data" / "cache").exists()  # nothing cropped

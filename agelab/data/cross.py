@@ -11,6 +11,9 @@
 The two image arrays are joined without copying (``ConcatImages``): the test rows' index is shifted
 by the length of the train images, so it stays the row of the joined array. Both caches must hold
 crops of the same size (they do when both are cropped for the same model).
+
+Both dataset folders are checked before either is cropped, so a wrong ``test_root`` stops at once
+rather than after cropping the whole train dataset.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from agelab.data.datamodule import require_root
 from agelab.data.prepare_cache import DROP_COLUMNS
 from agelab.errors import ConfigError, DataError
 
@@ -87,8 +91,20 @@ class CrossDatasetSource:
         self.drops = pd.DataFrame(columns=DROP_COLUMNS)  # path, <role>/<reason>
         self.kept = 0
 
+    def check_roots(self) -> None:
+        """DataError, before any cropping, when a source's dataset folder (its reader's root) is missing."""
+        for role, source in (("train", self.train), ("test", self.test)):
+            root = getattr(getattr(source, "reader", None), "keywords", {}).get("root")
+            try:
+                require_root(root, None)
+            except DataError as exc:
+                if role == "train":  # the train reader reads data.root, the key require_root names
+                    raise
+                raise DataError(str(exc).replace("data.root", "data.source.test_root", 1)) from None
+
     def prepare(self) -> dict[str, int]:
         """Build both face caches (sources that have a cache); drop counts as ``<role>/<reason>``."""
+        self.check_roots()
         for source in (self.train, self.test):
             if callable(getattr(source, "prepare", None)):
                 source.prepare()
@@ -110,6 +126,7 @@ class CrossDatasetSource:
         self.drops = pd.concat(named, ignore_index=True)
 
     def load(self) -> tuple[ConcatImages, pd.DataFrame]:
+        self.check_roots()
         train_images, train_records = self.train.load()
         test_images, test_records = self.test.load()
         for role, records in (("train", train_records), ("test", test_records)):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from agelab.data.cross import ConcatImages, CrossDatasetSource
 from agelab.data.datamodule import FaceDataModule
+from agelab.data.readers import read_imdb, read_morph2
 from agelab.errors import ConfigError, DataError
 
 
@@ -88,6 +91,19 @@ def test_datamodule_batches_from_both_datasets():
     assert batch["age"].tolist() == [10.0, 11.0, 12.0]
     assert batch["image"][:, 0, 0, 0].tolist() == [10, 11, 12]
     assert len(datamodule.datasets["train"]) == 6 and len(datamodule.datasets["val"]) == 2
+
+
+def test_a_missing_test_root_stops_before_the_train_dataset_is_cropped(tmp_path):
+    train, test = ArraySource(["train", "val"], name="imdb"), ArraySource(["test"], name="morph2")
+    train.reader, test.reader = partial(read_imdb, root=str(tmp_path)), partial(read_morph2, root="/nope")
+    source = CrossDatasetSource(train, test, test_root="/nope")
+    for step in (source.prepare, source.load):
+        with pytest.raises(DataError, match=r"^data\.source\.test_root /nope is not a folder$"):
+            step()
+    assert train.prepared == 0
+    train.reader = partial(read_imdb, root=str(tmp_path / "gone"))  # the train folder: data.root, as training says
+    with pytest.raises(DataError, match=r"^data\.root .*gone is not a folder$"):
+        source.prepare()
 
 
 def test_drops_of_both_datasets_are_named_with_their_role():
