@@ -54,8 +54,22 @@ def test_named_csv_and_missing_label_file(tmp_path):
     with pytest.raises(DataError, match=r"expected label file other\.csv in "):
         read_morph2(tmp_path, csv_name="other.csv")
     (tmp_path / "labels_v2.csv").unlink()
-    with pytest.raises(DataError, match="expected a label CSV with columns id_num"):
+    with pytest.raises(DataError, match=r"notes\.csv lacks columns \['age', 'id_num', 'photo'\]"):
+        read_morph2(tmp_path)
+    (tmp_path / "notes.csv").unlink()
+    with pytest.raises(DataError, match=r"columns \['age', 'id_num', 'photo'\] in .* \(no \.csv file found\)"):
         read_morph2(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         read_morph2(tmp_path / "nowhere")
 
+
+def test_a_label_csv_without_photo_is_named_with_what_it_lacks(tmp_path):
+    write_morph2(tmp_path)
+    labels = tmp_path / "morph_2008_nonCommercial.csv"
+    labels.write_text("\n".join(line.rsplit(",", 1)[0] for line in [HEADER, *ROWS]) + "\n")  # no photo column
+    with pytest.raises(DataError) as error:
+        read_morph2(tmp_path)
+    message = str(error.value)
+    assert f"{labels} lacks columns ['photo']" in message
+    assert f"{tmp_path / 'notes.csv'} lacks columns ['age', 'id_num', 'photo']" in message
+    assert "picture_num" not in message  # only the required columns are asked for

@@ -26,9 +26,7 @@ from agelab.data.readers.base import (
 )
 from agelab.errors import DataError
 
-COLUMNS = ["id_num", "picture_num", "dob", "doa", "race", "gender", "facial_hair", "age", "age_diff", "glasses",
-           "photo"]
-REQUIRED = {"id_num", "age", "photo"}
+REQUIRED = {"id_num", "age", "photo"}  # the other columns (see above) are kept when present
 
 
 def _header(path: Path) -> set[str]:
@@ -44,7 +42,11 @@ def find_csv(root: Path) -> Path:
     for path in candidates:
         if REQUIRED <= _header(path):
             return path
-    raise DataError(f"morph2: expected a label CSV with columns {', '.join(COLUMNS)} in {root} (none found)")
+    if not candidates:
+        raise DataError(f"morph2: expected a label CSV with columns {sorted(REQUIRED)} in {root} (no .csv file found)")
+    # Name each CSV and what it lacks: the user sees which file was meant and what to fix.
+    lacks = "; ".join(f"{path} lacks columns {sorted(REQUIRED - _header(path))}" for path in candidates)
+    raise DataError(f"morph2: no label CSV in {root} has the columns {sorted(REQUIRED)}: {lacks}")
 
 
 def read_morph2(root, csv_name: str | None = None) -> ReadResult:
