@@ -9,7 +9,6 @@ logs the counts to MLflow (experiment ``agelab-prepare``) unless ``log_to_mlflow
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import hydra
@@ -42,6 +41,7 @@ def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], p
     DataFrame path, reason) as ``prepare/dropped.csv``; returns the run id."""
     from mlflow.tracking import MlflowClient
 
+    from agelab.data.report import log_drops
     from agelab.tracking import git_commit
 
     root = Path(cfg.paths.root_dir).resolve()
@@ -62,14 +62,6 @@ def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], p
         log_drops(client, run_id, drops, "prepare")
     client.set_terminated(run_id)
     return run_id
-
-
-def log_drops(client, run_id: str, drops, artifact_dir: str) -> None:
-    """``drops`` (path, reason) as ``<artifact_dir>/dropped.csv`` of an MLflow run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "dropped.csv"
-        drops[["path", "reason"]].to_csv(path, index=False)
-        client.log_artifact(run_id, str(path), artifact_dir)
 
 
 def _param(key, value):

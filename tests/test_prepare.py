@@ -296,3 +296,19 @@ def test_a_missing_test_root_stops_before_the_train_dataset_is_read(tmp_path):
     with pytest.raises(DataError, match=r"^data\.source\.test_root /nope is not a folder$"):
         prepare(cfg)
     assert not (tmp_path / "data" / "cache").exists()  # nothing cropped
+
+
+def test_a_training_run_logs_the_first_dropped_images_and_none_when_nothing_dropped(tmp_path):
+    from agelab.data.report import log_drops
+
+    logged = []
+
+    class Client:
+        def log_artifact(self, run_id, path, artifact_dir):
+            logged.append((artifact_dir, pd.read_csv(path)))
+
+    drops = pd.DataFrame({"path": [f"img{i}.jpg" for i in range(5)], "reason": "unreadable"})
+    log_drops(Client(), "run", drops, "data", limit=3)
+    log_drops(Client(), "run", drops.iloc[:0], "data")
+    assert len(logged) == 1 and logged[0][0] == "data"
+    assert logged[0][1]["path"].tolist() == ["img0.jpg", "img1.jpg", "img2.jpg"]

@@ -33,6 +33,7 @@ import pandas as pd
 
 from agelab.data.cache import IMAGES, RECORDS, cache_exists, save_cache_parts
 from agelab.data.faces import FaceCropper, load_image
+from agelab.data.readers.base import DROP_COLUMNS
 from agelab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
 FACE_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2")  # the face the crop was made from, original pixels
 MANIFEST, DROPPED, SHARDS = "manifest.json", "dropped.json", "shards"
-FACE_DROPS, DROP_COLUMNS = "dropped_faces.csv", ["path", "reason"]
+FACE_DROPS = "dropped_faces.csv"
 FORMAT_VERSION = 1  # bump when the crop code changes what it makes, so old caches are rebuilt
 ERROR = "error"  # an image that made the cropper fail (logged; counted, never silently lost)
 

@@ -9,13 +9,33 @@ counts (the built-in synthetic faces) log only the split sizes.
 
 from __future__ import annotations
 
+import logging
 import re
+import tempfile
+from pathlib import Path
 
 import pytorch_lightning as pl
 
 from agelab.data.prepared import format_counts
 
 SPLITS = ("train", "val", "test")
+TRAINING_RUN_DROPS = 50_000  # rows of dropped.csv a training run logs (the cache's own file has them all)
+log = logging.getLogger(__name__)
+
+
+def log_drops(client, run_id: str, drops, artifact_dir: str, limit: int | None = None) -> None:
+    """``drops`` (path, reason) as ``<artifact_dir>/dropped.csv`` of an MLflow run (nothing when none);
+    past ``limit`` rows (a big web-scraped set, logged again by every run) only the first ones."""
+    if len(drops) == 0:
+        return
+    if limit is not None and len(drops) > limit:
+        log.info("logging the first %d of %d dropped images to the run (all of them: the cache's dropped.csv)",
+                 limit, len(drops))
+        drops = drops.iloc[:limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dropped.csv"
+        drops[["path", "reason"]].to_csv(path, index=False)
+        client.log_artifact(run_id, str(path), artifact_dir)
 
 
 def metric_name(text: str) -> str:
@@ -74,8 +94,6 @@ class DataReport(pl.Callback):
         drops = getattr(getattr(datamodule, "source", None), "drops", None)
         if drops is not None and trainer.is_global_zero:
             from agelab.callbacks.mlflow_utils import mlflow_run
-            from agelab.prepare import log_drops
-
             client, run_id = mlflow_run(trainer)
             if client is not None:
-                log_drops(client, run_id, drops, "data")
+                log_drops(client, run_id, drops, "data", limit=TRAINING_RUN_DROPS)
