@@ -93,14 +93,8 @@ class CrossDatasetSource:
 
     def check_roots(self) -> None:
         """DataError, before any cropping, when a source's dataset folder (its reader's root) is missing."""
-        for role, source in (("train", self.train), ("test", self.test)):
-            root = getattr(getattr(source, "reader", None), "keywords", {}).get("root")
-            try:
-                require_root(root, None)
-            except DataError as exc:
-                if role == "train":  # the train reader reads data.root, the key require_root names
-                    raise
-                raise DataError(str(exc).replace("data.root", "data.source.test_root", 1)) from None
+        for key, source in (("data.root", self.train), ("data.source.test_root", self.test)):
+            require_root(getattr(getattr(source, "reader", None), "keywords", {}).get("root"), None, key)
 
     def prepare(self) -> dict[str, int]:
         """Build both face caches (sources that have a cache); drop counts as ``<role>/<reason>``."""

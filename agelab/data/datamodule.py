@@ -16,11 +16,11 @@ from agelab.data.attributes import gender_codes, race_codes
 from agelab.errors import ConfigError, DataError
 
 
-def require_root(root, layout: str | None) -> None:
-    """DataError naming ``data.root`` and what it should hold (``data.layout``) unless it is a folder."""
+def require_root(root, layout: str | None, key: str = "data.root") -> None:
+    """DataError naming ``key`` and what it should hold (``data.layout``) unless ``root`` is a folder."""
     if root is not None and not Path(str(root)).expanduser().is_dir():
         expected = f" (it should hold {layout})" if layout else ""
-        raise DataError(f"data.root {root} is not a folder{expected}")
+        raise DataError(f"{key} {root} is not a folder{expected}")
 
 
 class FaceDataset(Dataset):
