@@ -89,7 +89,7 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
 
     # Resuming with another setup stops before the run is touched, naming the overrides to repeat.
     for changed, expected in ((["data.source.train_size=256"], "(data.source.train_size=384;"),
-                              (["model=simple_cnn"], "(model._target_=agelab.models.smlf.SMLFNetSmall ")):
+                              (["model=simple_cnn"], "(model=smlf_small;")):
         with pytest.raises(ConfigError, match=re.escape(expected)):
             train(compose_config(tmp_path, [*TINY, *changed, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert only_run(client).info.status == "FINISHED"
