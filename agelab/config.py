@@ -32,6 +32,16 @@ def hydra_node(cfg: DictConfig) -> DictConfig:
     return node
 
 
+def one_line(hydra_message: str) -> str:
+    """Hydra's composition error in one line: "Could not find 'model/nope' (available in 'model': a, b)"."""
+    text = hydra_message.split("Config search path")[0].strip()
+    head, _, options = text.partition("\n\nAvailable options in ")
+    if not options:
+        return " ".join(text.split())
+    group, _, names = options.partition(":")
+    return f"{' '.join(head.split())} (available in {group}: {', '.join(names.split())})"
+
+
 def compose_config(config_name: str = "train", overrides=(), output_dir: str | Path = "outputs") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` outside ``@hydra.main`` (tools, tests), with the Hydra
     runtime fields the configs interpolate (``hydra:runtime.output_dir``, ``hydra:runtime.choices``)."""
@@ -39,10 +49,17 @@ def compose_config(config_name: str = "train", overrides=(), output_dir: str | P
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.errors import HydraException
+
+    from agelab.errors import ConfigError
+
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        try:
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        except HydraException as exc:  # e.g. model=nope: Hydra's several lines (options listed) made one
+            raise ConfigError(one_line(str(exc))) from exc
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
+from agelab.bench.__main__ import main as bench
 from agelab.bench.prepare import main as bench_prepare
 from agelab.bench.train import main as bench_train
+from agelab.errors import ConfigError
 
 
 def finite_positive(value) -> bool:
@@ -33,4 +37,19 @@ def test_bench_prepare_reports_rates_and_ratios(capsys):
                 "parallel_speedup"):
         assert finite_positive(result[key]), key
     assert result["count"] == 6 and 0 <= result["kept"] <= 6
-    assert "faces/s" in capsys.readouterr().out
+    assert "photos/s" in capsys.readouterr().out
+    for bad in (["--count", "0"], ["--workers", "-1"], ["--side", "40"]):
+        with pytest.raises(ConfigError, match="--count must be >= 1"):
+            bench_prepare(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--steps", "0"], "error: --warmup must be >= 0 and --steps >= 1, got 5 and 0"),
+    (["train", "data.batch_size=-1"], "error: data.batch_size must be a positive integer, got -1"),
+    (["train", "data=morph2"], "error: data.root is required"),
+    (["infer", "model=nope"], "error: In 'train': Could not find 'model/nope' (available in 'model': inception,"),
+])
+def test_bench_mistakes_are_one_line(capsys, argv, message):
+    assert bench(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message)

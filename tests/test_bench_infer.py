@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from agelab.bench.__main__ import SUBCOMMANDS, main
 from agelab.bench.infer import LABELS, RUNTIMES, bench_infer
+from agelab.errors import ConfigError
 from agelab.module import AgeModule
 from agelab.tracking import CONFIG_KEY
 
@@ -75,3 +76,12 @@ def test_with_a_checkpoint_reports_test_mae_per_runtime(checkpoint):
     assert accuracy["onnx_fp32"] == pytest.approx(accuracy["torch_fp32"], abs=1e-4)
     assert math.isfinite(accuracy["int8_vs_fp32"])
     assert accuracy["int8_vs_fp32"] == pytest.approx(accuracy["onnx_int8"] - accuracy["onnx_fp32"])
+
+
+def test_the_model_is_named_from_the_checkpoint_and_another_model_is_refused(checkpoint):
+    from agelab.bench.infer import checkpoint_model_name
+
+    assert checkpoint_model_name(str(checkpoint), OmegaConf.create(
+        {"model": {"_target_": "agelab.models.smlf.SMLFNetSmall"}})) == "smlf_small"  # no stored choice: by class
+    with pytest.raises(ConfigError, match=r"^model=smlf, but .*untrained.ckpt holds a trained smlf_small"):
+        bench_infer(["model=smlf"], ckpt=str(checkpoint))

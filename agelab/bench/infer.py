@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
+from agelab.bench import DefaultsHelp
 from agelab.config import check_targets, compose_config, crop_margin
 from agelab.errors import ConfigError
 from agelab.exporting.checks import agreement
@@ -60,17 +61,34 @@ def synth_calibration(cfg, count: int) -> np.ndarray:
     return np.stack([np.asarray(transform(image=image)["image"], dtype=np.float32) for image in images])
 
 
+def checkpoint_model_name(ckpt: str, cfg) -> str:
+    """The model config a checkpoint was trained with (model=...): its stored choice, else the one
+    conf/model file with its class, else the class name."""
+    from agelab.checkpoint import read_checkpoint
+    from agelab.config import CONF_DIR
+    from agelab.tracking import CHOICES_KEY
+
+    chosen = (read_checkpoint(ckpt).get(CHOICES_KEY) or {}).get("model")
+    if chosen:
+        return str(chosen)
+    target = cfg.model._target_
+    named = [p.stem for p in sorted((CONF_DIR / "model").glob("*.yaml")) if f"_target_: {target}\n" in p.read_text()]
+    return named[0] if len(named) == 1 else target.rsplit(".", 1)[-1]
+
+
 def build(overrides: list[str], ckpt: str | None, calibration_size: int):
     """(wrapper, cfg, calibration images, test batches or None, model name)."""
     if ckpt:
         from agelab.checkpoint import load_module
 
         module, cfg = load_module(ckpt)
+        name = checkpoint_model_name(ckpt, cfg)
+        asked = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), name)
+        if asked != name:
+            raise ConfigError(f"model={asked}, but {ckpt} holds a trained {name}; leave model= out with ckpt=")
         datamodule = instantiate(cfg.data)
         calibration = calibration_images(datamodule, calibration_size)
         batches = eval_batches(datamodule, cfg.data.get("eval_batch_size") or cfg.data.batch_size)
-        name = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")),
-                    cfg.model._target_.rsplit(".", 1)[-1])
         return ExportableAgeModel.from_module(module), cfg, calibration, batches, name
     cfg = compose_config("train", overrides, output_dir=tempfile.gettempdir())
     check_targets(cfg)
@@ -138,10 +156,10 @@ def format_report(result: dict) -> str:
     for row in result["rows"]:
         lines.append(f"{LABELS[row['runtime']]:<20} {row['batch']:>5} {row['threads']:>7} {row['ms_per_batch']:>9.3f} "
                      f"{row['ms_per_face']:>8.3f} {row['x_eager']:>8.2f}")
-    lines += ["", f"{'file':<20} {'MB':>8} {'x fp32':>8}"]
+    lines += ["", f"{'file':<20} {'MB':>8} {'x ONNX fp32':>12}"]
     for runtime, mb in sizes.items():
         label = "PyTorch state_dict" if runtime == "torch_fp32" else LABELS[runtime]
-        lines.append(f"{label:<20} {mb:>8.3f} {mb / sizes['onnx_fp32']:>8.2f}")
+        lines.append(f"{label:<20} {mb:>8.3f} {mb / sizes['onnx_fp32']:>12.2f}")
     if "accuracy" in result:
         acc = result["accuracy"]
         lines += ["", f"test split ({acc['faces']} faces), {acc['metric']}: " + ", ".join(
@@ -156,7 +174,8 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m agelab.bench infer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m agelab.bench infer", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelp)
     parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (median reported)")
     parser.add_argument("--batch-runs", type=int, default=10, help="timed runs at --batch")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")

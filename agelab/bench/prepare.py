@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from agelab.bench import DefaultsHelp
 from agelab.data.faces import FaceCropper, read_image
 from agelab.data.prepare_cache import prepare_cache
 from agelab.data.synth import SynthSpec, make_sample
+from agelab.errors import ConfigError
 
 
 def write_photos(folder: Path, count: int, side: int, seed: int = 0) -> pd.DataFrame:
@@ -42,7 +44,13 @@ def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
 
 
+MIN_SIDE = 160  # the synthetic face takes half the photo; smaller faces fall below the detector's minimum
+
+
 def bench_prepare(count: int = 200, side: int = 480, workers: int | None = None) -> dict[str, float]:
+    if count < 1 or side < MIN_SIDE or (workers is not None and workers < 1):
+        raise ConfigError(f"--count must be >= 1, --side >= {MIN_SIDE} and --workers >= 1 (or left out: all "
+                          f"cores), got {count}, {side} and {workers}")
     workers = workers or os.cpu_count() or 1
     cropper = FaceCropper(output_size=128)
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,16 +74,19 @@ def bench_prepare(count: int = 200, side: int = 480, workers: int | None = None)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m agelab.bench prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m agelab.bench prepare", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelp)
     parser.add_argument("--count", type=int, default=200, help="photos to prepare")
     parser.add_argument("--side", type=int, default=480, help="photo width and height in pixels")
     parser.add_argument("--workers", type=int, default=None, help="processes for the parallel run (default: all cores)")
     args = parser.parse_args(argv)
     r = bench_prepare(args.count, args.side, args.workers)
-    print(f"bench prepare: {r['count']} photos of {args.side}x{args.side}, {r['kept']} faces kept")
-    print(f"  decode only (1 core)        : {r['decode_per_s']:8.1f} img/s")
-    print(f"  prepare, 1 worker           : {r['prepare_per_s_one_core']:8.1f} faces/s "
+    print(f"bench prepare: {r['count']} photos of {args.side}x{args.side}, {r['kept']} faces kept "
+          "(rates: photos through decode, detect, filter, align, crop, write)")
+    workers = f"{r['workers']} worker{'s' if r['workers'] != 1 else ''}"
+    print(f"  {'decode only (1 core)':<22}: {r['decode_per_s']:8.1f} photos/s")
+    print(f"  {'prepare, 1 worker':<22}: {r['prepare_per_s_one_core']:8.1f} photos/s "
           f"(ratio to decode {r['ratio_prepare_to_decode']:.3f})")
-    print(f"  prepare, {r['workers']:2d} workers          : {r['prepare_per_s_all_cores']:8.1f} faces/s "
+    print(f"  {'prepare, ' + workers:<22}: {r['prepare_per_s_all_cores']:8.1f} photos/s "
           f"({r['prepare_per_s_per_core']:.1f} per core, speed-up {r['parallel_speedup']:.2f}x)")
     return r

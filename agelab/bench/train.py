@@ -18,7 +18,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from agelab.config import compose_config
+from agelab.bench import DefaultsHelp
+from agelab.config import check_targets, compose_config, require_values
+from agelab.errors import ConfigError
 from agelab.train import build_module, require_accelerator
 
 
@@ -114,8 +116,13 @@ def data_path_only(cfg, warmup: int, steps: int) -> float:
 
 
 def bench_train(overrides: list[str], warmup: int = 5, steps: int = 20) -> dict[str, float]:
+    if warmup < 0 or steps < 1:
+        raise ConfigError(f"--warmup must be >= 0 and --steps >= 1, got {warmup} and {steps}")
     cfg = compose_config("train", overrides, output_dir="logs/bench")
+    check_targets(cfg)
+    require_values(cfg)
     require_accelerator(cfg)
+    instantiate(cfg.data)  # its settings checked (batch size, folder) before anything is timed
     pl.seed_everything(cfg.seed)
     ceiling = model_ceiling(cfg, warmup, steps)
     real = end_to_end(cfg, warmup, steps)
@@ -125,7 +132,8 @@ def bench_train(overrides: list[str], warmup: int = 5, steps: int = 20) -> dict[
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m agelab.bench train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m agelab.bench train", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelp)
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing starts")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("overrides", nargs="*", help="train config overrides, e.g. model=smlf trainer=gpu")
