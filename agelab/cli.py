@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from omegaconf import DictConfig
@@ -29,8 +30,23 @@ def run_or_exit(fn, cfg, *args, **kwargs):
             require_values(cfg)
         return fn(cfg, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
-        cause = agelab_cause(exc)
+        cause = agelab_cause(exc) or argument_mistake(exc)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def argument_mistake(exc: BaseException) -> str | None:
+    """A config key the target does not take (``+data.source.foo=1``) or lacks, in one line; None for
+    anything else (a failure inside the code keeps its traceback)."""
+    from hydra.errors import InstantiationException
+
+    if not isinstance(exc, InstantiationException):
+        return None
+    text = str(exc)
+    if "unexpected keyword argument" not in text and "missing" not in text and "required positional" not in text:
+        return None
+    where = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("full_key:")), "")
+    reason = re.search(r"^TypeError\((['\"])(.*)\1\)$", text, re.MULTILINE)  # TypeError("...")
+    return f"{where or 'config'}: {reason.group(2)}" if reason else None
