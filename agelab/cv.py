@@ -93,8 +93,7 @@ def data_folds(cfg: DictConfig) -> tuple[int | None, str]:
     Building the data also checks its config (data.root, batch sizes...)."""
     source = instantiate(cfg.data).source
     if getattr(getattr(source, "split", None), "func", None) is lopo_split:
-        source.prepare()
-        return lopo_folds(source._prepared.records), "one per subject: leave one person out"
+        return lopo_folds(source.records), "one per subject: leave one person out"
     return OmegaConf.select(cfg, "data.folds"), "data.folds"
 
 

@@ -96,6 +96,13 @@ class PreparedSource:
                      prepared.kept)
         return self.drop_counts
 
+    @property
+    def records(self) -> pd.DataFrame:
+        """The records of the cropped faces, before any split or balancing (prepared on first use)."""
+        if self._prepared is None:
+            self.prepare()
+        return self._prepared.records
+
     def load(self) -> tuple[np.ndarray, pd.DataFrame]:
         """(cached images, records with a ``split`` column); the train part balanced when asked."""
         if self._prepared is None:
