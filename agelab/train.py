@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.callbacks import CheckpointRunId
+from agelab.callbacks.label_check import LabelCheck
 from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
@@ -78,28 +78,6 @@ def require_training_setup(cfg: DictConfig) -> None:
                           "callbacks=figures is the set agelab.eval uses)")
 
 
-MONITOR_NEEDS_AGES = ("val/mae", "val/cs5")  # the group metrics (val/acc ...) also take groups
-
-
-def has_ages(dataset) -> bool:
-    return bool(np.isfinite(np.asarray(dataset.ages, dtype=np.float64)).any())
-
-
-def require_labels(cfg: DictConfig, head_task: str, datamodule) -> None:
-    """Data with age groups only (Adience, a CSV of groups): an age head would learn nothing (its loss
-    is 0 without ages) and a val/mae monitor fails after the first epoch; one line before the run."""
-    datasets = getattr(datamodule, "datasets", {})
-    train, val = datasets.get("train"), datasets.get("val")
-    if head_task == "age" and hasattr(train, "ages") and not has_ages(train):
-        raise ConfigError(f"the head learns from ages and none of the {len(train.ages)} training faces has one (age "
-                          "groups only): use head=ce, the age-group classifier")
-    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None)
-    if monitor in MONITOR_NEEDS_AGES and hasattr(val, "ages") and not has_ages(val):
-        raise ConfigError(f"callbacks.model_checkpoint.monitor={monitor} needs ages in the val split, and none of "
-                          f"its {len(val.ages)} faces has one (age groups only): pick the best epoch by "
-                          "callbacks.model_checkpoint.monitor=val/acc callbacks.model_checkpoint.mode=max")
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric (train/val/test)."""
     require_accelerator(cfg)
@@ -121,11 +99,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
-    datamodule.setup("fit")  # (as fit would) to check the labels before the run opens
-    require_labels(cfg, module.head.task, datamodule)
     logger = instantiate(cfg.logger, resume_from=ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(DataReport())  # faces kept/dropped and split sizes, printed and logged to the run
+    callbacks.append(LabelCheck(OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None)))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     for callback in callbacks:
         if isinstance(callback, CheckpointRunId):

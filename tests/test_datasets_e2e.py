@@ -16,6 +16,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from agelab.data.cache import load_cache, save_cache
+from agelab.errors import ConfigError
 from agelab.train import train
 
 from conftest import TINY
@@ -127,6 +128,23 @@ def test_adience_trains_on_four_folds_and_tests_on_the_chosen_one(tmp_path, caps
         assert len(datamodule.datasets["test"]) == len(kept[fold])
         assert set(records.loc[records["split"] != "test", "fold"]) == set(range(5)) - {fold}
         assert images.shape == (30, 73, 73, 3)  # aligned crops, whole, at crop_margin(64)
+
+
+def test_groups_only_stop_an_age_head_before_the_first_epoch(tmp_path):
+    root = tmp_path / "groups"
+    for i in range(12):
+        save(root / f"f{i:02d}.jpg", draw_face(seed=i))
+    pd.DataFrame({"path": [f"f{i:02d}.jpg" for i in range(12)], "group": [i % 8 for i in range(12)]}).to_csv(
+        root / "labels.csv", index=False)
+    overrides = [*SMALL, "data=csv", f"data.root={root}", "faces@data.source.cropper=aligned",
+                 "data/split@data.source.split=random"]
+    with pytest.raises(ConfigError, match="^the head learns from ages and none of the"):
+        train(compose_config(tmp_path, overrides))
+    with pytest.raises(ConfigError, match="^callbacks.model_checkpoint.monitor=val/mae needs ages in the val split"):
+        train(compose_config(tmp_path, [*overrides, "head=ce"]))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("agelab").experiment_id])
+    assert len(runs) == 2 and not any("val/loss" in r.data.metrics for r in runs)  # no epoch ran
 
 
 def test_csv_with_detection_and_a_subject_split(tmp_path):

@@ -145,21 +145,19 @@ def test_last_checkpoint_is_written_every_epoch_even_when_the_best_is_not(tmp_pa
 def test_labels_the_head_and_the_monitor_need_are_checked_before_the_run(tmp_path):
     from types import SimpleNamespace
 
-    from agelab.train import require_labels
+    from agelab.callbacks.label_check import require_labels
 
     def data(train_ages, val_ages):
         return SimpleNamespace(datasets={"train": SimpleNamespace(ages=np.array(train_ages, np.float32)),
                                          "val": SimpleNamespace(ages=np.array(val_ages, np.float32))})
 
     groups_only = data([np.nan] * 5, [np.nan] * 3)  # Adience-like: age groups, no ages
-    cfg = compose_config(tmp_path, TINY)
     with pytest.raises(ConfigError, match="none of the 5 training faces has one .* use head=ce"):
-        require_labels(cfg, "age", groups_only)
+        require_labels("val/mae", "age", groups_only)
     with pytest.raises(ConfigError, match=r"monitor=val/mae needs ages in the val split, and none of its 3 faces"):
-        require_labels(cfg, "group", groups_only)
-    by_acc = compose_config(tmp_path, [*TINY, "callbacks.model_checkpoint.monitor=val/acc"])
-    require_labels(by_acc, "group", groups_only)  # the group classifier picked by accuracy: fine
-    require_labels(cfg, "age", data([3.0, np.nan], [np.nan, 40.0]))  # some ages on each side: fine
+        require_labels("val/mae", "group", groups_only)
+    require_labels("val/acc", "group", groups_only)  # the group classifier picked by accuracy: fine
+    require_labels("val/mae", "age", data([3.0, np.nan], [np.nan, 40.0]))  # some ages on each side: fine
 
 
 def test_runs_are_tagged_with_the_commit_of_the_code_not_of_the_current_folder(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ independent of the dataset's age range).
 
 ``loss``: ``l1`` (MAE), ``mse``, ``huber`` (quadratic within ``huber_delta`` years, linear beyond),
 or ``gaussian_nll``, which adds a second output, a log-variance, trained with the Gaussian negative
-log-likelihood. Decoded "std" is that learned spread in years for ``gaussian_nll``, and 0 for the
+log-likelihood. Decoded "std" is that learned spread in years for ``gaussian_nll``, and NaN for the
 other losses (a point estimate carries no spread).
 """
 
