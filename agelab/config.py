@@ -115,3 +115,21 @@ def require_values(cfg: DictConfig) -> None:
     if missing:
         value = "<dataset folder>" if missing[0] == "data.root" else "<value>"
         raise ConfigError(f"{missing[0]} is required: pass {missing[0]}={value}")
+
+
+def require_known_arguments(fn, key: str) -> None:
+    """A ``_partial_: true`` target from the config (a reader, a split) with a keyword its function
+    does not take (``+data.source.reader.foo=1``): one line naming ``key`` now, not a TypeError later."""
+    import inspect
+
+    from agelab.errors import ConfigError
+
+    func, keywords = getattr(fn, "func", None), getattr(fn, "keywords", None) or {}
+    if func is None:
+        return
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(keywords) - set(params))
+    if unknown:
+        raise ConfigError(f"{key}: {func.__name__} takes no {', '.join(unknown)} (it takes {', '.join(params)})")

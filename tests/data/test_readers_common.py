@@ -35,3 +35,18 @@ def test_counts_and_report_of_a_result():
     assert text.splitlines()[0] == "demo: kept 3 of 6 rows from /data"
     assert "missing_file" in text and "25-32: 1" in text and "60+: 1" in text and "unknown: 1" in text
     assert "subjects: 2" in text
+
+
+def test_a_reader_or_split_keyword_its_function_does_not_take_is_one_line(tmp_path):
+    from hydra.utils import instantiate
+
+    from agelab.cli import agelab_cause
+
+    from conftest import compose_config
+
+    for key, message in (("reader", "data.source.reader: read_utkface takes no foo (it takes root)"),
+                         ("split", "data.source.split: random_split takes no foo (it takes records,")):
+        cfg = compose_config(tmp_path, ["data=utkface", f"data.root={tmp_path}", f"+data.source.{key}.foo=1"])
+        with pytest.raises(Exception) as raised:  # (Hydra wraps it; the entry points print the cause)
+            instantiate(cfg.data.source)
+        assert str(agelab_cause(raised.value)).startswith(message)

@@ -46,6 +46,15 @@ def test_rules_and_counts(tmp_path):
     assert records["camera"].tolist()[:2] == ["phone", "dslr"]
 
 
+def test_blank_lines_keep_the_line_numbers_of_dropped_rows(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("path,age\na.jpg,30\n\n  \nb.jpg,abc\n\n")
+    result = read_table(tmp_path)
+    assert result.drops.values.tolist() == [[f"{tmp_path / 'labels.csv'}:5", "bad_age"]]
+    assert result.records["path"].tolist() == [str(tmp_path / "a.jpg")] and result.dropped == {"bad_age": 1}
+
+
 def test_group_only_table_and_errors(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"")
     (tmp_path / "faces.csv").write_text("path,group\na.jpg,3\n")

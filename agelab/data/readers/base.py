@@ -87,13 +87,17 @@ def require_file(path: Path, name: str) -> Path:
 
 
 def read_csv_text(path: Path, name: str) -> pd.DataFrame:
-    """A CSV as a table of stripped str cells (empty cells are ''), or DataError naming the file."""
+    """A CSV as a table of stripped str cells (empty cells are ''), or DataError naming the file.
+    Blank lines are left out but counted: a row's index is its file line - 2 (header = line 1)."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: cannot parse {path}: {str(exc).splitlines()[0]}") from None
     table.columns = [str(c).strip() for c in table.columns]
-    return table.apply(lambda column: column.str.strip()) if len(table.columns) else table
+    if not len(table.columns):
+        return table
+    table = table.apply(lambda column: column.str.strip())
+    return table[(table != "").any(axis=1)]
 
 
 def groups_of(ages) -> np.ndarray:
@@ -124,8 +128,10 @@ def dropped_at(reason: str, mask, where, fmt=str) -> list[tuple[str, str]]:
 
 
 def dropped_lines(reason: str, mask, csv_path) -> list[tuple[str, str]]:
-    """("<csv>:<line>", reason) for each row ``mask`` marks in a table read from ``csv_path`` (header = line 1)."""
-    return [(f"{csv_path}:{i + 2}", reason) for i in np.flatnonzero(np.asarray(mask, dtype=bool))]
+    """("<csv>:<line>", reason) for each row ``mask`` marks in a table read by ``read_csv_text`` from
+    ``csv_path`` (a Series mask keeps that table's index: file line - 2)."""
+    index = mask.index if isinstance(mask, pd.Series) else pd.RangeIndex(len(mask))
+    return [(f"{csv_path}:{i + 2}", reason) for i in index[np.asarray(mask, dtype=bool)]]
 
 
 def finish(records: pd.DataFrame, drops: list[tuple[str, str]], name: str, root,
