@@ -94,6 +94,7 @@ def read_csv_text(path: Path, name: str) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: cannot parse {path}: {str(exc).splitlines()[0]}") from None
     table.columns = [str(c).strip() for c in table.columns]
+    table = table.reset_index(drop=True)  # (rows longer than the header make pandas index by the first cells)
     if not len(table.columns):
         return table
     table = table.apply(lambda column: column.str.strip())
