@@ -102,12 +102,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = instantiate(cfg.logger, resume_from=ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(DataReport())  # faces kept/dropped and split sizes, printed and logged to the run
-    callbacks.append(LabelCheck(OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None)))
+    label_check = LabelCheck(OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None))
+    callbacks.append(label_check)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     for callback in callbacks:
         if isinstance(callback, CheckpointRunId):
             callback.config_yaml, callback.choices = config_yaml, group_choices(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    if trainer.world_size == 1:  # one process: the labels are checked before the MLflow run opens (under
+        datamodule.prepare_data()  # DDP the callback checks them after Lightning's one-process prepare)
+        datamodule.setup("fit")
+        label_check.check(module, datamodule)
 
     if not ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)
         logger.log_hyperparams(flatten_config(cfg))

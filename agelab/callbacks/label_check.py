@@ -2,7 +2,8 @@
 
 An age head would learn nothing there (its loss is 0 without ages) and a ``val/mae`` checkpoint
 monitor fails after the first epoch. ``LabelCheck`` looks at the splits once the datamodule is set
-up (after Lightning's prepare step, so one process crops) and stops with one line before any epoch.
+up and stops with one line: agelab.train calls it before the MLflow run opens when it runs in one
+process; under DDP its setup hook does, after Lightning's prepare step (so one process crops).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class LabelCheck(pl.Callback):
     def __init__(self, monitor: str | None):
         self.monitor = monitor
 
+    def check(self, pl_module, datamodule) -> None:
+        require_labels(self.monitor, pl_module.head.task, datamodule)
+
     def setup(self, trainer, pl_module, stage):
         if stage == "fit":
-            require_labels(self.monitor, pl_module.head.task, trainer.datamodule)
+            self.check(pl_module, trainer.datamodule)
