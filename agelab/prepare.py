@@ -77,6 +77,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     if "data" not in cfg or "source" not in cfg.data:
         raise ConfigError("prepare needs data.source in the config (pick a dataset: data=<name>)")
     from agelab.data.datamodule import require_root
+    from agelab.data.prepared import DROPS_CSV
 
     require_root(OmegaConf.select(cfg, "data.root"), OmegaConf.select(cfg, "data.layout"))  # as training says it
     source = instantiate(cfg.data.source)
@@ -96,6 +97,8 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     folder = getattr(source, "folder", None)
     if folder is not None:
         Console().print(f"cache: {folder}")
+        if sum(dropped.values()) and (Path(folder) / DROPS_CSV).is_file():
+            Console().print(f"which images were dropped, and why: {Path(folder) / DROPS_CSV}")
     if cfg.get("log_to_mlflow", False):
         params = {"data": name, "cache": folder or ""}
         cropper = getattr(source, "cropper", None)
