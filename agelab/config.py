@@ -48,7 +48,6 @@ def compose_config(config_name: str = "train", overrides=(), output_dir: str | P
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-
     from hydra.errors import HydraException
 
     from agelab.errors import ConfigError

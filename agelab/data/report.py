@@ -32,9 +32,11 @@ def log_drops(client, run_id: str, drops, artifact_dir: str, limit: int | None =
         log.info("logging the first %d of %d dropped images to the run (all of them: the cache's dropped.csv)",
                  limit, len(drops))
         drops = drops.iloc[:limit]
+    from agelab.data.prepare_cache import write_drops
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dropped.csv"
-        drops[["path", "reason"]].to_csv(path, index=False)
+        write_drops(path, drops)
         client.log_artifact(run_id, str(path), artifact_dir)
 
 
