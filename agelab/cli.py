@@ -37,6 +37,10 @@ def run_or_exit(fn, cfg, *args, **kwargs):
         sys.exit(2)
 
 
+# What Python's TypeError says when a call's keywords do not fit the signature.
+ARGUMENT_MISTAKES = ("unexpected keyword argument", "required positional argument", "required keyword-only argument")
+
+
 def argument_mistake(exc: BaseException) -> str | None:
     """A config key the target does not take (``+data.source.foo=1``) or lacks, in one line; None for
     anything else (a failure inside the code keeps its traceback)."""
@@ -45,7 +49,7 @@ def argument_mistake(exc: BaseException) -> str | None:
     if not isinstance(exc, InstantiationException):
         return None
     text = str(exc)
-    if "unexpected keyword argument" not in text and "missing" not in text and "required positional" not in text:
+    if not any(phrase in text for phrase in ARGUMENT_MISTAKES):
         return None
     where = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("full_key:")), "")
     reason = re.search(r"^TypeError\((['\"])(.*)\1\)$", text, re.MULTILINE)  # TypeError("...")

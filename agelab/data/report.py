@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from agelab.data.prepare_cache import write_drops
 from agelab.data.prepared import format_counts
 
 SPLITS = ("train", "val", "test")
@@ -32,8 +33,6 @@ def log_drops(client, run_id: str, drops, artifact_dir: str, limit: int | None =
         log.info("logging the first %d of %d dropped images to the run (all of them: the cache's dropped.csv)",
                  limit, len(drops))
         drops = drops.iloc[:limit]
-    from agelab.data.prepare_cache import write_drops
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dropped.csv"
         write_drops(path, drops)
