@@ -52,7 +52,7 @@ def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
     if CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{path}: checkpoint has no stored config (was it written by agelab.train?)")
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    check_targets(cfg)  # a stored config names code too: the same allow-list as the command line
+    check_targets(cfg, arguments=False)  # a stored config names code too: the same allow-list as the command line
     model = instantiate(without_pretrained_weights(cfg.model))  # the checkpoint holds the trained weights
     head = instantiate(cfg.head, in_features=model.out_features)
     module = AgeModule(model=model, head=head, optimizer=None, channels_last=False)

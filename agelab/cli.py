@@ -42,8 +42,9 @@ ARGUMENT_MISTAKES = ("unexpected keyword argument", "required positional argumen
 
 
 def argument_mistake(exc: BaseException) -> str | None:
-    """A config key the target does not take (``+data.source.foo=1``) or lacks, in one line; None for
-    anything else (a failure inside the code keeps its traceback)."""
+    """A key the target needs and the config lacks (``~data.source.root``), in one line; None for anything
+    else (a failure inside the code keeps its traceback). Keys a target does not take are told before
+    any work by ``check_targets``."""
     from hydra.errors import InstantiationException
 
     if not isinstance(exc, InstantiationException):

@@ -71,24 +71,62 @@ ALLOWED_TARGET_PREFIXES = ("agelab.", "torch.", "torchvision.", "torchmetrics.",
                            "albumentations.")
 
 
-def check_targets(cfg, allowed=ALLOWED_TARGET_PREFIXES) -> None:
-    """Raise ConfigError if any ``_target_`` (outside Hydra's own ``hydra`` node) names code outside ``allowed``."""
+def target_nodes(node, where: str = ""):
+    """(key, node) for every dict with a ``_target_`` in a plain config container, Hydra's own node left out."""
+    if isinstance(node, dict):
+        if node.get("_target_") is not None:
+            yield where or "config", node
+        for key, value in node.items():
+            if not (where == "" and key == "hydra"):
+                yield from target_nodes(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from target_nodes(value, f"{where}[{i}]")
+
+
+# Keys Hydra reads itself; every other key of a node is an argument of its target.
+HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+
+
+def unknown_arguments(target: str, node: dict) -> str | None:
+    """"SynthSource takes no foo (did you mean ...)" when ``node`` has keys its target does not take;
+    None when they all fit or the target cannot be looked at (it takes ``**kwargs``, it is built in)."""
+    import difflib
+    import inspect
+
+    from hydra.utils import get_object
+
+    if "${" in target:
+        return None
+    try:
+        params = inspect.signature(get_object(target)).parameters
+    except (ImportError, ValueError, TypeError):  # a wrong name is Hydra's error to tell, at instantiation
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    unknown = [k for k in node if k not in HYDRA_KEYS and k not in params]
+    if not unknown:
+        return None
+    near = difflib.get_close_matches(unknown[0], list(params), n=1)
+    hint = f"did you mean {near[0]}?" if near else f"it takes {', '.join(params)}"
+    return f"{target.rsplit('.', 1)[-1]} takes no {', '.join(unknown)} ({hint})"
+
+
+def check_targets(cfg, allowed=ALLOWED_TARGET_PREFIXES, arguments: bool = True) -> None:
+    """Raise ConfigError if a ``_target_`` (outside Hydra's own ``hydra`` node) names code outside
+    ``allowed`` or, with ``arguments``, has a key its target does not take (``+data.source.foo=1``):
+    one line before any work, not a TypeError from deep inside instantiation."""
     from agelab.errors import ConfigError
 
-    def walk(node, where):
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None and not str(target).startswith(allowed):
-                raise ConfigError(f"{where or 'config'}._target_={target!r} is not allowed "
-                                  f"(allowed: {', '.join(p.rstrip('.') for p in allowed)})")
-            for key, value in node.items():
-                if not (where == "" and key == "hydra"):
-                    walk(value, f"{where}.{key}" if where else str(key))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{where}[{i}]")
-
-    walk(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg, "")
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    for where, node in target_nodes(plain):
+        target = str(node["_target_"])
+        if not target.startswith(allowed):
+            raise ConfigError(f"{where}._target_={target!r} is not allowed "
+                              f"(allowed: {', '.join(p.rstrip('.') for p in allowed)})")
+        mistake = arguments and unknown_arguments(target, node)
+        if mistake:
+            raise ConfigError(f"{where}: {mistake}")
 
 
 def missing_values(node, prefix: str = "") -> list[str]:
@@ -114,21 +152,3 @@ def require_values(cfg: DictConfig) -> None:
     if missing:
         value = "<dataset folder>" if missing[0] == "data.root" else "<value>"
         raise ConfigError(f"{missing[0]} is required: pass {missing[0]}={value}")
-
-
-def require_known_arguments(fn, key: str) -> None:
-    """A ``_partial_: true`` target from the config (a reader, a split) with a keyword its function
-    does not take (``+data.source.reader.foo=1``): one line naming ``key`` now, not a TypeError later."""
-    import inspect
-
-    from agelab.errors import ConfigError
-
-    func, keywords = getattr(fn, "func", None), getattr(fn, "keywords", None) or {}
-    if func is None:
-        return
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(keywords) - set(params))
-    if unknown:
-        raise ConfigError(f"{key}: {func.__name__} takes no {', '.join(unknown)} (it takes {', '.join(params)})")

@@ -222,7 +222,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     if CONFIG_KEY not in stored:
         raise ConfigError(f"{ckpt}: checkpoint has no stored config (was it written by agelab.train?)")
     train_cfg = OmegaConf.create(stored[CONFIG_KEY])
-    check_targets(train_cfg)  # the checkpoint's config names code too: same allow-list as a YAML file
+    check_targets(train_cfg, arguments=False)  # the checkpoint's config names code too: same allow-list as a YAML file
     trained_run_id = stored.get(RUN_ID_KEY)
     del stored
 

@@ -24,7 +24,10 @@ def run_train(tmp_path, *overrides):
     ("trainer.max_epochs=0", "error: trainer.max_epochs must be a positive integer (or -1 / null with trainer.max_steps > 0), got 0"),
     ("callbacks=figures", "error: training needs callbacks.model_checkpoint (callbacks=default or callbacks=export; "
                           "callbacks=figures is the set agelab.eval uses)"),
-    ("+data.source.foo=1", "error: data.source: SynthSource.__init__() got an unexpected keyword argument 'foo'"),
+    ("+data.source.foo=1", "error: data.source: SynthSource takes no foo (it takes train_size, val_size, "
+                             "test_size, image_size, seed, label_noise, cache_dir)"),
+    ("+callbacks.model_checkpoint.save_top_kk=2",
+     "error: callbacks.model_checkpoint: ModelCheckpoint takes no save_top_kk (did you mean save_top_k?)"),
 ])
 def test_bad_values_fail_fast_with_one_line(tmp_path, override, message):
     result = run_train(tmp_path, override)

@@ -24,7 +24,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from agelab.config import require_known_arguments
 from agelab.data.faces import FaceCropper
 from agelab.data.prepare_cache import (
     DROP_COLUMNS, PrepareResult, cache_key, drop_summary, prepare_cache, write_drops,
@@ -55,8 +54,6 @@ class PreparedSource:
             raise ConfigError(f"data.source.balance must be a callable or null, got {balance!r}")
         if not isinstance(cropper, FaceCropper):
             raise ConfigError(f"data.source.cropper must be an agelab.data.faces.FaceCropper, got {type(cropper).__name__}")
-        for key, fn in (("data.source.reader", reader), ("data.source.split", split), ("data.source.balance", balance)):
-            require_known_arguments(fn, key)
         self.reader, self.cropper, self.split, self.balance = reader, cropper, split, balance
         self.cache_dir, self.name = Path(cache_dir), name or "faces"
         self.workers, self.shard_size, self.progress = workers, shard_size, progress
