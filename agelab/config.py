@@ -6,7 +6,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The Hydra configs: inside the package when installed from a wheel, beside it in a checkout.
+CONF_DIR = next((d for d in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if d.is_dir()), PACKAGE_DIR.parent / "conf")
 
 CROP_FRACTION = 0.875  # eval: resize to size / 0.875, centre-crop size (the margin random crops train on)
 

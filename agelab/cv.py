@@ -38,7 +38,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.cli import run_or_exit
-from agelab.config import hydra_node
+from agelab.config import CONF_DIR, hydra_node
 from agelab.data.splits import lopo_folds, lopo_split
 from agelab.errors import ConfigError
 from agelab.tracking import flatten_config
@@ -191,7 +191,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="cv")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="cv")
 def main(cfg: DictConfig) -> float | None:
     summary = run_or_exit(cross_validate, cfg)
     metric = cfg.get("optimized_metric")

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from agelab.cli import run_or_exit
+from agelab.config import CONF_DIR
 from agelab.evaluation import EvalResult, evaluate, metrics_table
 
 
@@ -29,7 +30,7 @@ def evaluate_and_print(cfg: DictConfig) -> EvalResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     result = run_or_exit(evaluate_and_print, cfg)
     return result.metrics.get("mae", result.metrics.get("acc"))

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from agelab.cli import run_or_exit
+from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 from agelab.exporting.pipeline import ExportResult, export_checkpoint, format_table
 
@@ -62,7 +63,7 @@ def export(cfg: DictConfig) -> ExportResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
     run_or_exit(export, cfg)
 

@@ -1,7 +1,10 @@
-"""Predict ages on photos, folders and videos: ``python -m agelab.predict <path> ckpt=<ckpt> | onnx=<model>``.
+"""Predict ages on photos, folders and videos: ``python -m agelab.predict <path ...> ckpt=<ckpt> | onnx=<model>``.
 
-The path may come first as a bare argument (it becomes ``input=<path>``) or as ``input=<path>``.
+Paths may be bare arguments, anywhere among the overrides (they become ``input=<path>``, or
+``input=[<path>, ...]`` for several, as a shell glob gives), or ``input=<path>``.
 See conf/predict.yaml for the options and agelab.inference for the pieces.
+Exit code: 0 when every file was read (a photo without a face included), 1 when a file could not be
+read or failed, 2 for a setting that is wrong.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agelab.cli import run_or_exit
+from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -27,27 +31,65 @@ def hydra_quote(value: str) -> str:
     return "'" + value.replace("${", "\\${").replace("'", "\\'") + "'"
 
 
+def is_override(arg: str) -> bool:
+    """A flag or a Hydra override (``key=value``, ``+key=value``, ``~key``) rather than a path; an
+    existing file or folder is a path whatever its name."""
+    if arg.startswith("-") or os.path.exists(arg) or os.path.islink(arg):
+        return arg.startswith("-")
+    return "=" in arg or arg.startswith(("~", "+"))
+
+
 def positional_input(argv: list[str]) -> list[str]:
-    """A bare first argument (a path, not an override or a flag) becomes ``input=<path>``."""
-    if not argv:
+    """Bare arguments (paths, before or after the overrides) become ``input=<path>`` or, several,
+    ``input=[<path>, ...]``."""
+    if any(arg.startswith("-") for arg in argv):
+        flags_at = next(i for i, arg in enumerate(argv) if arg.startswith("-"))
+        head, tail = argv[:flags_at], argv[flags_at:]  # after a flag (--cfg job, -m), Hydra's own syntax
+    else:
+        head, tail = argv, []
+    paths = [arg for arg in head if not is_override(arg)]
+    if not paths:
         return argv
-    first = argv[0]
-    if first.startswith("-") or ("=" in first and not os.path.exists(first)):
-        return argv
-    return [f"input={hydra_quote(first)}", *argv[1:]]
+    rest = [arg for arg in head if is_override(arg)]
+    value = hydra_quote(paths[0]) if len(paths) == 1 else "[" + ",".join(hydra_quote(p) for p in paths) + "]"
+    return [f"input={value}", *rest, *tail]
+
+
+# Statuses of a file that could not be read or failed: the command then ends with exit code 1.
+FAILED_STATUSES = ("unreadable", "too_large", "error")
+SHOWN_FAILURES = 20  # failed files named on the console (all are in summary.json)
+
+
+def input_paths(value) -> list[Path]:
+    """``input`` as a list of paths, each of them checked (one line for a wrong one)."""
+    if not value:
+        raise ConfigError("input: give a photo, a folder or a video, e.g. python -m agelab.predict photo.jpg ckpt=<checkpoint>")
+    paths = [Path(str(v)) for v in (value if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
+    for source in paths:
+        if not source.exists() and not source.is_symlink():
+            raise ConfigError(f"input: no file or folder at {source}")
+        if source.is_dir() and not any(path.is_file() for path in source.rglob("*")):
+            raise ConfigError(f"input: the folder {source} holds no files")
+    return list(dict.fromkeys(paths))  # a path given twice is predicted once
+
+
+def writable_folder(out_dir) -> Path:
+    """``out_dir`` created now, so a folder that cannot be written stops before any photo is read."""
+    folder = Path(str(out_dir))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"out_dir: cannot create {folder} ({exc.strerror or exc})") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir: cannot write into {folder}")
+    return folder
 
 
 def predict(cfg: DictConfig):
     """Run the prediction the config describes; returns the agelab.inference Report."""
     from agelab.inference import AgePredictor, VideoOptions, load_backend, make_cropper, predict_input
 
-    if not cfg.get("input"):
-        raise ConfigError("input: give a photo, a folder or a video, e.g. python -m agelab.predict photo.jpg ckpt=<checkpoint>")
-    source = Path(str(cfg.input))
-    if not source.exists() and not source.is_symlink():
-        raise ConfigError(f"input: no file or folder at {source}")
-    if source.is_dir() and not any(path.is_file() for path in source.rglob("*")):
-        raise ConfigError(f"input: the folder {source} holds no files")
+    sources = input_paths(cfg.get("input"))
     for key in ("threads", "input_size"):
         if cfg.get(key) is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
             raise ConfigError(f"{key} must be null or an integer >= 1, got {cfg[key]!r}")
@@ -63,16 +105,24 @@ def predict(cfg: DictConfig):
     predictor = AgePredictor(backend, cropper, tta_flip=cfg.tta_flip)
     log.info("%s model, %dx%d input, %s%s", backend.name, backend.input_size, backend.input_size, cropper,
              ", flip TTA" if cfg.tta_flip else "")
-    report = predict_input(predictor, source, cfg.out_dir, annotate_outputs=cfg.annotate, video=video)
+    out_dir = writable_folder(cfg.out_dir)  # (after the model and settings are checked: nothing left behind)
+    report = predict_input(predictor, sources, out_dir, annotate_outputs=cfg.annotate, video=video)
     print(report.summary_line())
     for name, path in report.outputs.items():
         print(f"{name}: {path}")
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def _main(cfg: DictConfig) -> None:
-    run_or_exit(predict, cfg)
+    report = run_or_exit(predict, cfg)
+    failed = [(file, status) for file, status in report.file_status.items() if status in FAILED_STATUSES]
+    for file, status in failed[:SHOWN_FAILURES]:
+        print(f"{file}: {status}", file=sys.stderr)
+    if len(failed) > SHOWN_FAILURES:
+        print(f"... and {len(failed) - SHOWN_FAILURES} more (summary.json lists every file)", file=sys.stderr)
+    if failed:
+        sys.exit(1)
 
 
 def main() -> None:

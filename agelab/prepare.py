@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agelab.cli import run_or_exit
+from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     return {"kept": kept, **{f"dropped/{reason}": n for reason, n in dropped.items()}}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
 def main(cfg: DictConfig) -> None:
     run_or_exit(prepare, cfg)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from agelab.cli import run_or_exit
+from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 from agelab.results import (default_tracking_uri, describe_left_out, load_runs, require_runs, select_runs, summarize,
                             to_csv, to_markdown)
@@ -66,7 +67,7 @@ def report(cfg: DictConfig) -> Report:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
 def main(cfg: DictConfig) -> None:
     run_or_exit(report, cfg)
 

@@ -16,6 +16,7 @@ from agelab.callbacks.label_check import LabelCheck
 from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.cli import run_or_exit
+from agelab.config import CONF_DIR
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
 from agelab.resume import check_resume, finished_run_metrics, group_choices, warn_if_other_data
@@ -127,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run_or_exit(train, cfg)
     return metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from agelab.data import faces
 from agelab.data.faces import FaceCrop, FaceCropper, crop_square, eye_angle, read_image, sharpness
@@ -223,6 +223,36 @@ def test_read_image_handles_the_odd_formats(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
     image, _ = read_image(tmp_path / "turned.jpg")
     assert image.shape == (60, 40, 3) and image[2, 37, 0] > 200  # the red block is now top-right
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_with_transparency_are_turned_upright_like_the_others(tmp_path, orientation):
+    # OpenCV turns a photo by its EXIF orientation, except when it decodes the alpha channel too.
+    rgb = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(tmp_path / "rgb.png", exif=exif.tobytes())
+    Image.fromarray(np.dstack([rgb, np.full((30, 50), 255, np.uint8)]), "RGBA").save(tmp_path / "rgba.png",
+                                                                                    exif=exif.tobytes())
+    with Image.open(tmp_path / "rgb.png") as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    for name in ("rgb.png", "rgba.png"):
+        image, reason = read_image(tmp_path / name)
+        assert reason is None
+        np.testing.assert_array_equal(image, expected)
+
+
+def test_face_settings_out_of_range_and_an_opencv_without_detector_are_refused(monkeypatch):
+    from agelab.errors import ConfigError
+
+    for setting, value in (("min_face_size", -5), ("min_sharpness", -1.0), ("min_neighbors", -1),
+                           ("max_image_side", 0)):
+        with pytest.raises(ValueError, match=f"^{setting} must be"):
+            FaceCropper(**{setting: value})
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(ConfigError, match="has no CascadeClassifier .*opencv-python-headless>=4.9,<5"):
+        FaceCropper()
+    assert FaceCropper(detect=False, align=False).detect is False  # no detector needed
 
 
 def test_read_image_refuses_bad_files_without_raising(tmp_path):

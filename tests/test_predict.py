@@ -319,11 +319,29 @@ def test_command_line_takes_a_bare_path_and_the_onnx_path_needs_no_torch(trained
     reference, _ = predictor_for(trained.backend, tta_flip=True).faces(read_image(photo)[0])
     np.testing.assert_allclose(table.age, [f.age for f in reference], atol=1e-3)
 
+    # Several paths (a shell glob), after the options too; a file that cannot be read: exit code 1, named.
+    other = write_rgb(tmp_path / "more" / "it's, two.jpg", two_faces())
+    bad = tmp_path / "more" / "notes.jpg"
+    bad.write_text("not a photo")
+    done = subprocess.run([sys.executable, "-m", "agelab.predict", f"onnx={model}", str(photo), str(other), str(bad),
+                           f"out_dir={tmp_path / 'out2'}", f"paths.root_dir={tmp_path}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1, done.stderr
+    assert "3 files: 2 ok (4 faces), 1 unreadable" in done.stdout
+    assert f"{bad}: unreadable" in done.stderr.splitlines()
+    annotated = sorted(p.relative_to(tmp_path / "out2" / "annotated").as_posix()
+                       for p in (tmp_path / "out2" / "annotated").rglob("*.jpg"))
+    assert annotated == ["more/it's, two.jpg", "my photos/it's, two.jpg"]  # same names, kept apart
+
 
 def test_positional_argument_and_config_errors(trained, tmp_path):
     assert positional_input(["photo.jpg", "ckpt=x"]) == ["input='photo.jpg'", "ckpt=x"]
     assert positional_input(["input=photo.jpg"]) == ["input=photo.jpg"]
     assert positional_input(["--cfg", "job"]) == ["--cfg", "job"]
+    assert positional_input(["ckpt=x", "photo.jpg"]) == ["input='photo.jpg'", "ckpt=x"]
+    assert positional_input(["a.jpg", "b.jpg", "onnx=m", "~faces"]) == ["input=['a.jpg','b.jpg']", "onnx=m", "~faces"]
+    assert positional_input(["a.jpg", "onnx=m", "--cfg", "job"]) == ["input='a.jpg'", "onnx=m", "--cfg", "job"]
     odd = tmp_path / "a=b's.jpg"
     odd.touch()
     assert positional_input([str(odd)])[0].startswith("input='")  # an existing path, even with "="
@@ -345,6 +363,8 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
         "^faces: scale_factor must be above 1": config(f"input={photo}", model, "faces.scale_factor=1.0"),
         "^faces.output_size: not a face setting": config(f"input={photo}", model, "+faces.output_size=99"),
         "^input_size applies to ONNX models only": config(f"input={photo}", model, "input_size=64"),
+        "^out_dir: cannot create /proc/no/such": config(f"input={photo}", model, "out_dir=/proc/no/such"),
+        "^input: no file or folder at /no/b.jpg$": config(f"input=[{photo},/no/b.jpg]", model),
     }
     for message, cfg in cases.items():
         with pytest.raises(ConfigError, match=message):

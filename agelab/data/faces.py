@@ -62,8 +62,12 @@ class FaceCrop:
 # ----------------------------------------------------------------------------------------- reading
 
 
-def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool]:
-    """(width, height) from the header without decoding, the format, whether it has transparency."""
+EXIF_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool, int]:
+    """(width, height) from the header without decoding, the format, whether it has transparency,
+    and its EXIF orientation (1: upright)."""
     from PIL import Image  # Pillow reads headers lazily; OpenCV has no header-only call
 
     try:
@@ -71,11 +75,30 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool]:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-                return im.size, im.format, alpha
+                try:
+                    orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
+                except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels as stored
+                    orientation = 1
+                return im.size, im.format, alpha, orientation
     except Image.DecompressionBombError:
-        return (1 << 20, 1 << 20), None, False  # absurdly large: refused below
+        return (1 << 20, 1 << 20), None, False, 1  # absurdly large: refused below
     except Exception:  # noqa: BLE001 - unknown to Pillow; OpenCV may still read it
-        return None, None, False
+        return None, None, False, 1
+
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The image as it is meant to be seen, for EXIF orientation 2..8 (what OpenCV does itself,
+    except when it decodes with IMREAD_UNCHANGED, as for photos with transparency)."""
+    if orientation in (5, 7):  # mirrored across a diagonal
+        image = np.swapaxes(image, 0, 1)
+        return np.ascontiguousarray(image[::-1, ::-1] if orientation == 7 else image)
+    turns = {3: cv2.ROTATE_180, 6: cv2.ROTATE_90_CLOCKWISE, 8: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    if orientation in turns:
+        return cv2.rotate(image, turns[orientation])
+    if orientation in (2, 4):
+        return cv2.flip(image, 1 if orientation == 2 else 0)
+    return image
 
 
 def _to_rgb8(image: np.ndarray, bgr: bool = True) -> np.ndarray:
@@ -110,7 +133,7 @@ def load_image(path: str | Path, max_side: int | None = 4000) -> tuple[np.ndarra
     try:
         if not path.is_file() or path.stat().st_size == 0:
             return None, UNREADABLE, 1.0
-        size, fmt, alpha = _probe(path)
+        size, fmt, alpha, orientation = _probe(path)
         flags, reduce = cv2.IMREAD_COLOR, 1
         if alpha:
             flags = cv2.IMREAD_UNCHANGED  # keeps the alpha channel so it can be composited
@@ -124,6 +147,8 @@ def load_image(path: str | Path, max_side: int | None = 4000) -> tuple[np.ndarra
         if image is None or image.size == 0:
             return None, UNREADABLE, 1.0
         image = _to_rgb8(image)
+        if alpha:
+            image = upright(image, orientation)
         original_side = max(size) if size else max(image.shape[:2]) * reduce
         if max_side and max(image.shape[:2]) > max_side:
             f = max_side / max(image.shape[:2])
@@ -212,6 +237,17 @@ class FaceCropper:
             raise ValueError(f"enlarge must be positive, got {enlarge}")
         if scale_factor <= 1.0:
             raise ValueError(f"scale_factor must be above 1, got {scale_factor}")
+        for name, value in (("min_face_size", min_face_size), ("min_sharpness", min_sharpness),
+                            ("min_neighbors", min_neighbors)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if int(max_image_side) <= 0:
+            raise ValueError(f"max_image_side must be positive, got {max_image_side}")
+        if (detect or align) and not hasattr(cv2, "CascadeClassifier"):
+            from agelab.errors import ConfigError  # not a setting: the installed OpenCV cannot detect
+
+            raise ConfigError(f"OpenCV {cv2.__version__} has no CascadeClassifier (the face and eye detector; "
+                              "OpenCV 5 dropped it): pip install 'opencv-python-headless>=4.9,<5'")
         self.output_size, self.enlarge = int(output_size), float(enlarge)
         self.detect, self.align = bool(detect), bool(align)
         self.min_face_size, self.min_sharpness = int(min_face_size), float(min_sharpness)

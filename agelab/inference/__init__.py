@@ -8,7 +8,7 @@ Importing this package does not import PyTorch; only the checkpoint backend does
 """
 
 from agelab.inference.backends import OnnxBackend, TorchBackend, default_face_settings, load_backend
-from agelab.inference.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, collect
+from agelab.inference.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, collect, collect_all
 from agelab.inference.predictor import AgePredictor, FacePrediction, make_cropper
 from agelab.inference.preprocess import eval_batch
 from agelab.inference.results import COLUMNS, Report
@@ -18,6 +18,6 @@ from agelab.inference.video import VideoOptions
 
 __all__ = [
     "OnnxBackend", "TorchBackend", "default_face_settings", "load_backend", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
-    "collect", "AgePredictor", "FacePrediction", "make_cropper", "eval_batch", "COLUMNS", "Report", "predict_input",
+    "collect", "collect_all", "AgePredictor", "FacePrediction", "make_cropper", "eval_batch", "COLUMNS", "Report", "predict_input",
     "FaceTracker", "iou", "VideoOptions",
 ]

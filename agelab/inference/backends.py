@@ -58,7 +58,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, ckpt: str | Path, device: str = "cpu", threads: int | None = None):
-        import torch
+        try:
+            import torch
+        except ImportError as exc:  # a deployment with onnxruntime only
+            raise ConfigError("ckpt= needs PyTorch, which is not installed here: predict with an exported "
+                              "model instead, onnx=<model.int8.onnx>") from exc
 
         from agelab.checkpoint import eval_transform, load_module
 

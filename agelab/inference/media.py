@@ -38,6 +38,23 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def collect_all(input_paths: list[str | Path]) -> list[MediaItem]:
+    """The items of several photos, videos or folders (a shell glob's ``photos/*.jpg``). Each item's
+    ``relative`` (where its annotated copy goes) is its path below the folder that holds all the inputs,
+    so files of the same name in two folders stay apart."""
+    if len(input_paths) == 1:
+        return collect(input_paths[0])
+    inputs = [Path(p) for p in input_paths]
+    base = Path(os.path.commonpath([p.absolute().parent for p in inputs]))
+    items = []
+    for path in inputs:
+        prefix = path.absolute().parent.relative_to(base)
+        for item in collect(path):
+            inside = Path(path.name) / item.relative if path.is_dir() else item.relative
+            items.append(MediaItem(item.path, item.kind, prefix / inside))
+    return items
+
+
 def collect(input_path: str | Path) -> list[MediaItem]:
     """The items of a photo, a video or a folder (recursively); raises FileNotFoundError if absent."""
     path = Path(input_path)

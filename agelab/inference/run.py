@@ -14,7 +14,7 @@ import cv2
 from agelab.data.faces import load_image
 from agelab.errors import AgelabError
 from agelab.inference.drawing import age_label, annotate
-from agelab.inference.media import PHOTO, VIDEO, collect
+from agelab.inference.media import PHOTO, VIDEO, collect_all
 from agelab.inference.results import Report, face_row, status_row
 from agelab.inference.video import VideoOptions, annotated_video_path, predict_video
 
@@ -53,14 +53,14 @@ def predict_photo(predictor, path: Path, shown: str, out_file: Path | None) -> t
     return rows, "ok"
 
 
-def predict_input(predictor, input_path: str | Path, out_dir: str | Path, annotate_outputs: bool = True,
+def predict_input(predictor, input_path: str | Path | list, out_dir: str | Path, annotate_outputs: bool = True,
                   video: VideoOptions | None = None, progress=None) -> Report:
-    """Predict on a photo, a video or a folder; writes annotated files under ``out_dir/annotated``
+    """Predict on a photo, a video or a folder (or a list of them); writes annotated files under ``out_dir/annotated``
     (mirroring the folder) and results.csv / results.json / summary.json in ``out_dir``."""
     video = video or VideoOptions()
     out_dir = Path(out_dir)
     report = Report()
-    for item in collect(input_path):
+    for item in collect_all(input_path if isinstance(input_path, list) else [input_path]):
         shown = str(item.path)
         target = out_dir / ANNOTATED / item.relative if annotate_outputs else None
         try:
