@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -65,6 +66,17 @@ class FaceBatchDataset(FaceDataset):
         return batch
 
 
+def loader_start_method() -> str | None:
+    """How loader workers start: None (torch's default) unless this process runs under a start method
+    torch cannot start its workers with, as in a job of the local parallel sweep (joblib's loky
+    processes set "loky"); then fork where the platform has it (the memory-mapped cache is shared,
+    not pickled), else spawn."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class FaceDataModule(pl.LightningDataModule):
     def __init__(self, source, train_transform: Callable, eval_transform: Callable, batch_size: int = 64,
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
@@ -99,7 +111,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.loader_args = {"num_workers": num_workers, "pin_memory": pin_memory,
-                            "persistent_workers": persistent_workers and num_workers > 0}
+                            "persistent_workers": persistent_workers and num_workers > 0,
+                            "multiprocessing_context": loader_start_method() if num_workers > 0 else None}
         self.datasets: dict[str, FaceDataset] = {}
         self._source_prepared = False
 
