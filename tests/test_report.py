@@ -210,6 +210,8 @@ def test_options_choose_experiments_groups_metrics_and_eval_runs(store):
     assert row_of(with_eval, SMLF)["n"] == 3  # the evaluation run joins its model's group
     param = build_report(report_cfg(store, "group_by=[optimizer.lr]", "metrics=[test/mae]")).summary
     assert param["n"].sum() == 5 and row_of(param, ("-",))["n"] == 2  # the logged fold runs have no params
+    folds = build_report(report_cfg(store, "experiments=cv", "metrics=[test/mae*]")).summary
+    assert folds.attrs["metrics"] == ["test/mae"]  # not the left-out parent's test/mae_mean
 
 
 def test_bad_options_and_empty_results_end_in_one_line(store):

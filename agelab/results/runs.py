@@ -115,8 +115,10 @@ def load_runs(tracking_uri: str, experiments=None) -> pd.DataFrame:
 
 
 def metric_names(runs: pd.DataFrame) -> list[str]:
-    """The metric columns of a ``load_runs`` frame."""
-    return [c for c in runs.columns if c not in RUN_FIELDS and not c.startswith(("params.", "tags."))]
+    """The metric columns of a ``load_runs`` frame that one of its runs has (a frame cut down to some
+    runs keeps the columns of the others)."""
+    return [c for c in runs.columns if c not in RUN_FIELDS and not c.startswith(("params.", "tags."))
+            and runs[c].notna().any()]
 
 
 def exclusion_reasons(runs: pd.DataFrame, include_eval: bool = False) -> pd.Series:
