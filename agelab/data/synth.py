@@ -277,7 +277,8 @@ def contact_sheet(spec: SynthSpec, columns: int = 8) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Save a contact sheet of synthetic faces sorted by age.")
+    parser = argparse.ArgumentParser(prog="python -m agelab.data.synth",
+                                     description="Save a contact sheet of synthetic faces sorted by age.")
     parser.add_argument("--sheet", type=Path, required=True, help="output PNG path")
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--size", type=int, default=128)

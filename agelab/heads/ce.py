@@ -1,4 +1,4 @@
-"""Cross-entropy over the 8 Adience age groups (the Levi–Hassner setup, SYSTEMS.md section 1).
+"""Cross-entropy over the 8 Adience age groups (the Levi–Hassner setup, docs/reference_systems.md §1).
 
 Targets are ``batch["group"]``; where it is unknown (-1) but the age is known, the age's group
 is used, so the head also trains on age-labelled data. Decoding gives the group, its

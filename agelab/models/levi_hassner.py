@@ -1,4 +1,4 @@
-"""The Levi–Hassner style CNN for Adience age groups (SYSTEMS.md section 1), without its final FC 8.
+"""The Levi–Hassner style CNN for Adience age groups (docs/reference_systems.md §1), without its final FC 8.
 
 Three conv blocks (conv -> ReLU -> maxpool 2 -> BN), then FC 512 -> ReLU -> FC 512 -> ReLU; the
 8-way output layer belongs to the head (``head=ce``). The flatten size follows from the input size:

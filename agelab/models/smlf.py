@@ -1,4 +1,4 @@
-"""SMLF-Net, built from the table in SYSTEMS.md section 2.
+"""SMLF-Net, built from the table in docs/reference_systems.md §2.
 
 Inverted bottlenecks (1x1 expand, 3x3 depthwise, 1x1 project) with LeakyReLU, a squeeze-and-
 excitation block on every bottleneck's output (reduction 4, before the residual add, as in

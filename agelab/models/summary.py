@@ -14,7 +14,7 @@ from agelab.heads.dex import DexHead
 from agelab.models.registry import MODELS, build_model
 
 DEX_CLASSES = 66  # SMLF-Net's head: ages 0..64 and 65+
-# Figures the papers report (SYSTEMS.md); MORPH II MAE unless noted.
+# Figures the papers report (docs/reference_systems.md); MORPH II MAE unless noted.
 PAPER = {
     "smlf": "1.37 M params, 5.5 MB; MAE 3.09; RPi 3B 169 ms/face",
     "smlf_small": "0.38 M params, 1.6 MB; MAE 3.41; RPi 3B 31 ms/face",
