@@ -168,28 +168,6 @@ def test_launcher_and_search_configs_compose(tmp_path):
 
 # ----- one SQLite store, many writers
 
-def first_batch_in_this_process(root: str) -> tuple[str, int]:
-    """(the process's start method, the size of the first training batch) read with one loader worker."""
-    import multiprocessing
-
-    cfg = compose_config(Path(root), [f"paths.root_dir={root}", "data.num_workers=1", "data.batch_size=16",
-                                      *synth_sizes("data.source")])
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    return multiprocessing.get_start_method(), len(batch["image"])
-
-
-def test_loader_workers_start_inside_a_job_of_the_local_parallel_sweep(tmp_path):
-    # hydra/launcher=local runs each job in a joblib (loky) process, whose start method torch's
-    # loader workers cannot start with: every job with data.num_workers > 0 failed.
-    from joblib import Parallel, delayed
-
-    done = Parallel(n_jobs=2, backend="loky")(delayed(first_batch_in_this_process)(str(tmp_path)) for _ in range(2))
-    assert done == [("loky", 16), ("loky", 16)]
-
-
 def test_fresh_store_shared_by_concurrent_loggers_loses_nothing(tmp_path):
     """Threads open loggers on a store that does not exist yet and log at once: every run, param and
     metric point arrives, the file is in WAL mode and passes SQLite's integrity check."""
