@@ -180,6 +180,28 @@ def test_huge_arrays_are_downscaled_and_boxes_come_back_in_original_pixels():
     assert max(small.box) > 400
 
 
+def test_large_photos_are_searched_at_detect_side_and_cropped_from_every_pixel(monkeypatch):
+    photo = cv2.resize(draw_face(300, 120), (2400, 2400), interpolation=cv2.INTER_CUBIC)  # a ~1200 px face
+    searched = []
+    detector = faces.cascade(faces.FACE_CASCADE)
+
+    class Spy:
+        def detectMultiScale3(self, image, **kwargs):
+            searched.append(image.shape[:2])
+            return detector.detectMultiScale3(image, **kwargs)
+
+    monkeypatch.setattr(faces, "cascade", lambda name: Spy() if name == faces.FACE_CASCADE else detector)
+    fast = FaceCropper(output_size=64, align=False).largest(photo)[0]
+    full = FaceCropper(output_size=64, align=False, detect_side=None).largest(photo)[0]
+    assert searched == [(1280, 1280), (2400, 2400)]
+    assert fast is not None and full is not None
+    assert faces._overlap(fast.box, full.box) > 0.9 and max(fast.box) > 1500  # in the photo's pixels
+    side = lambda box: box[2] - box[0]  # noqa: E731
+    assert abs(side(fast.box) - side(full.box)) < 0.05 * side(full.box)
+    # the same face at a size min_face_size (in the photo's pixels) refuses, whatever the search scale
+    assert FaceCropper(output_size=64, min_face_size=side(fast.box) + 50).largest(photo) == (None, "too_small")
+
+
 def test_the_cropper_pickles_by_its_settings():
     cropper = FaceCropper(output_size=64, enlarge=1.3, min_face_size=40)
     faces.cascade(faces.FACE_CASCADE)

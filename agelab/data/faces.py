@@ -230,7 +230,7 @@ class FaceCropper:
 
     def __init__(self, output_size: int = 128, enlarge: float = 1.2, detect: bool = True, align: bool = True,
                  min_face_size: int = 32, min_sharpness: float = 20.0, scale_factor: float = 1.1,
-                 min_neighbors: int = 5, max_image_side: int = 4000):
+                 min_neighbors: int = 5, max_image_side: int = 4000, detect_side: int | None = 1280):
         if int(output_size) <= 0:
             raise ValueError(f"output_size must be positive, got {output_size}")
         if enlarge <= 0:
@@ -243,6 +243,8 @@ class FaceCropper:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if int(max_image_side) <= 0:
             raise ValueError(f"max_image_side must be positive, got {max_image_side}")
+        if detect_side is not None and int(detect_side) < 64:
+            raise ValueError(f"detect_side must be null or at least 64, got {detect_side}")
         if (detect or align) and not hasattr(cv2, "CascadeClassifier"):
             from agelab.errors import ConfigError  # not a setting: the installed OpenCV cannot detect
 
@@ -253,11 +255,13 @@ class FaceCropper:
         self.min_face_size, self.min_sharpness = int(min_face_size), float(min_sharpness)
         self.scale_factor, self.min_neighbors = float(scale_factor), int(min_neighbors)
         self.max_image_side = int(max_image_side)
+        self.detect_side = None if detect_side is None else int(detect_side)
 
     def settings(self) -> dict:
         """The constructor arguments: what decides the crops (cache keys and run params are made of it)."""
         return {k: getattr(self, k) for k in ("output_size", "enlarge", "detect", "align", "min_face_size",
-                                              "min_sharpness", "scale_factor", "min_neighbors", "max_image_side")}
+                                              "min_sharpness", "scale_factor", "min_neighbors", "max_image_side",
+                                              "detect_side")}
 
     def __repr__(self) -> str:
         return f"FaceCropper({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"
@@ -281,12 +285,20 @@ class FaceCropper:
             search = gray[oy:min(h, int(box[3] + bh / 2) + 1), ox:min(w, int(box[2] + bw / 2) + 1)]
         if search.size == 0:
             return []
+        # The detector's time grows with the pixels searched: a large photo is searched at detect_side
+        # (boxes scaled back; the crop, eyes and filters use the full image).
+        f = max(search.shape[:2]) / self.detect_side if self.detect_side else 1.0
+        if f > 1.0:
+            search = cv2.resize(search, (max(1, round(search.shape[1] / f)), max(1, round(search.shape[0] / f))),
+                                interpolation=cv2.INTER_AREA)
+        f = max(f, 1.0)
         # Find faces down to the cascade's 24 px window so small ones are reported as "too_small".
-        min_size = max(24, self.min_face_size // 2)
+        min_size = max(24, int(self.min_face_size / 2 / f))
         rects, _, weights = cascade(FACE_CASCADE).detectMultiScale3(
             search, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(min_size, min_size), outputRejectLevels=True)
-        found = [((int(x + ox), int(y + oy), int(x + ox + rw), int(y + oy + rh)), float(score))
+        found = [((int(round(x * f)) + ox, int(round(y * f)) + oy, int(round((x + rw) * f)) + ox,
+                   int(round((y + rh) * f)) + oy), float(score))
                  for (x, y, rw, rh), score in zip(np.reshape(rects, (-1, 4)), np.ravel(weights))]
         if box is not None:
             found = [f for f in found if _overlap(f[0], box) >= 0.5]

@@ -16,7 +16,8 @@ from agelab.errors import ConfigError
 from agelab.groups import GROUP_NAMES, age_to_group
 
 # Face settings a user may override at prediction time (output_size follows the model; detect is on).
-TUNABLE = ("enlarge", "align", "min_face_size", "min_sharpness", "scale_factor", "min_neighbors", "max_image_side")
+TUNABLE = ("enlarge", "align", "min_face_size", "min_sharpness", "scale_factor", "min_neighbors", "max_image_side",
+           "detect_side")
 
 
 @dataclass
