@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from agelab.config import check_targets, require_values
 from agelab.errors import AgelabError
@@ -22,12 +22,16 @@ def agelab_cause(exc: BaseException) -> AgelabError | None:
     return None
 
 
-def run_or_exit(fn, cfg, *args, **kwargs):
-    """``fn(cfg, ...)`` after checking the config's ``_target_``s; agelab errors end in one line, exit 2."""
+def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
+    """``fn(cfg, ...)`` after checking the config: values left out, ``_target_``s allowed, and the keys
+    of the ``_target_`` nodes under ``arguments_of`` ("": all; None: the command checks what it builds)
+    against their code, which imports that code. Agelab errors end in one line, exit code 2."""
     try:
         if isinstance(cfg, DictConfig):  # (the bench subcommands pass an argv list instead)
-            check_targets(cfg)
             require_values(cfg)
+            check_targets(cfg, arguments=False)
+            if arguments_of is not None:
+                check_targets(OmegaConf.select(cfg, arguments_of) if arguments_of else cfg, where=arguments_of)
         return fn(cfg, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
         cause = agelab_cause(exc) or argument_mistake(exc)

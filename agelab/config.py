@@ -114,21 +114,22 @@ def unknown_arguments(target: str, node: dict) -> str | None:
     return f"{target.rsplit('.', 1)[-1]} takes no {', '.join(unknown)} ({hint})"
 
 
-def check_targets(cfg, allowed=ALLOWED_TARGET_PREFIXES, arguments: bool = True) -> None:
+def check_targets(cfg, allowed=ALLOWED_TARGET_PREFIXES, arguments: bool = True, where: str = "") -> None:
     """Raise ConfigError if a ``_target_`` (outside Hydra's own ``hydra`` node) names code outside
     ``allowed`` or, with ``arguments``, has a key its target does not take (``+data.source.foo=1``):
-    one line before any work, not a TypeError from deep inside instantiation."""
+    one line before any work, not a TypeError from deep inside instantiation. ``where``: the key of
+    ``cfg`` in the whole config, for the messages."""
     from agelab.errors import ConfigError
 
     plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
-    for where, node in target_nodes(plain):
+    for key, node in target_nodes(plain, where):
         target = str(node["_target_"])
         if not target.startswith(allowed):
-            raise ConfigError(f"{where}._target_={target!r} is not allowed "
+            raise ConfigError(f"{key}._target_={target!r} is not allowed "
                               f"(allowed: {', '.join(p.rstrip('.') for p in allowed)})")
         mistake = arguments and unknown_arguments(target, node)
         if mistake:
-            raise ConfigError(f"{where}: {mistake}")
+            raise ConfigError(f"{key}: {mistake}")
 
 
 def missing_values(node, prefix: str = "") -> list[str]:

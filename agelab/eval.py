@@ -32,7 +32,7 @@ def evaluate_and_print(cfg: DictConfig) -> EvalResult:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    result = run_or_exit(evaluate_and_print, cfg)
+    result = run_or_exit(evaluate_and_print, cfg, arguments_of=None)  # checked once the checkpoint is found
     return result.metrics.get("mae", result.metrics.get("acc"))
 
 

@@ -230,6 +230,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from_checkpoint = data_from_checkpoint(cfg, overrides)
     data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(cfg, train_cfg)
     check_targets(data_cfg)
+    check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
     pl.seed_everything(cfg.get("seed", 0), workers=True)
     module, _ = load_module(ckpt)
     datamodule = instantiate(data_cfg)

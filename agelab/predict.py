@@ -50,6 +50,8 @@ def positional_input(argv: list[str]) -> list[str]:
     paths = [arg for arg in head if not is_override(arg)]
     if not paths:
         return argv
+    if any(arg.startswith("input=") for arg in head):
+        raise ConfigError(f"input: give the paths either bare or as input=[...], not both ({paths[0]} and input=)")
     rest = [arg for arg in head if is_override(arg)]
     value = hydra_quote(paths[0]) if len(paths) == 1 else "[" + ",".join(hydra_quote(p) for p in paths) + "]"
     return [f"input={value}", *rest, *tail]
@@ -126,7 +128,11 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = positional_input(sys.argv[1:])
+    try:
+        sys.argv[1:] = positional_input(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     _main()
 
 

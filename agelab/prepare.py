@@ -77,14 +77,14 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
     if "data" not in cfg or "source" not in cfg.data:
         raise ConfigError("prepare needs data.source in the config (pick a dataset: data=<name>)")
-    from agelab.data.datamodule import require_root
+    from agelab.data.readers.base import require_root
     from agelab.data.prepared import DROPS_CSV
 
     require_root(OmegaConf.select(cfg, "data.root"), OmegaConf.select(cfg, "data.layout"))  # as training says it
     source = instantiate(cfg.data.source)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     name = getattr(source, "name", "") or choices.get("data") or "data"
-    if hasattr(source, "prepare"):
+    if hasattr(source, "prepare") and hasattr(source, "kept"):  # photos cropped into a cache, with counts
         dropped = source.prepare()
         kept = source.kept
     elif hasattr(source, "load"):  # e.g. the synthetic faces: nothing to crop, loading builds the cache
@@ -114,7 +114,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    run_or_exit(prepare, cfg)
+    run_or_exit(prepare, cfg, arguments_of="data.source")  # the only part prepare builds
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from agelab.data import faces
 from agelab.data.faces import FaceCrop, FaceCropper, crop_square, eye_angle, read_image, sharpness
@@ -247,21 +247,37 @@ def test_read_image_handles_the_odd_formats(tmp_path):
     assert image.shape == (60, 40, 3) and image[2, 37, 0] > 200  # the red block is now top-right
 
 
+# EXIF orientation -> the stored pixels turned as they are meant to be seen (numpy's own operations).
+UPRIGHT = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+           8: lambda a: np.rot90(a, 1)}
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_photos_with_transparency_are_turned_upright_like_the_others(tmp_path, orientation):
-    # OpenCV turns a photo by its EXIF orientation, except when it decodes the alpha channel too.
+    # OpenCV turns a photo by its EXIF orientation, but not a PNG or WebP it decodes with its alpha
+    # channel (its TIFF decoder does turn those: they must not be turned twice).
     rgb = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, np.full((30, 50), 255, np.uint8)])
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(rgb).save(tmp_path / "rgb.png", exif=exif.tobytes())
-    Image.fromarray(np.dstack([rgb, np.full((30, 50), 255, np.uint8)]), "RGBA").save(tmp_path / "rgba.png",
-                                                                                    exif=exif.tobytes())
-    with Image.open(tmp_path / "rgb.png") as im:
-        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    for name in ("rgb.png", "rgba.png"):
+    for name in ("rgba.png", "rgba.webp", "rgba.tiff"):
+        Image.fromarray(rgba, "RGBA").save(tmp_path / name, exif=exif.tobytes(), lossless=True)
+    expected = UPRIGHT[orientation](rgb)
+    for name in ("rgb.png", "rgba.png", "rgba.webp", "rgba.tiff"):
         image, reason = read_image(tmp_path / name)
         assert reason is None
-        np.testing.assert_array_equal(image, expected)
+        np.testing.assert_array_equal(image, expected, err_msg=name)
+
+
+def test_the_header_probe_decodes_no_pixels(tmp_path, monkeypatch):
+    from PIL import PngImagePlugin
+
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("decoded"))
+    assert faces._probe(tmp_path / "clear.png") == ((60, 40), "PNG", True, 1)
 
 
 def test_face_settings_out_of_range_and_an_opencv_without_detector_are_refused(monkeypatch):

@@ -335,6 +335,19 @@ def test_command_line_takes_a_bare_path_and_the_onnx_path_needs_no_torch(trained
     assert annotated == ["more/it's, two.jpg", "my photos/it's, two.jpg"]  # same names, kept apart
 
 
+def test_several_inputs_keep_their_folders_below_the_output_and_a_file_counts_once(tmp_path, monkeypatch):
+    from agelab.inference import collect_all
+
+    for name in ("p/d/f.jpg", "p/d/h.jpg", "p/sub/g.jpg", "q/d/f.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path / "p" / "sub")
+    items = collect_all(["../d/f.jpg", "g.jpg", "../d", "../../p/d/", "../../q/d/f.jpg"])
+    assert [(str(i.path), i.relative.as_posix()) for i in items] == [
+        ("../d/f.jpg", "p/d/f.jpg"), ("g.jpg", "p/sub/g.jpg"), ("../d/h.jpg", "p/d/h.jpg"),
+        ("../../q/d/f.jpg", "q/d/f.jpg")]  # ".." never leads out of annotated/; f.jpg of p/d once
+
+
 def test_positional_argument_and_config_errors(trained, tmp_path):
     assert positional_input(["photo.jpg", "ckpt=x"]) == ["input='photo.jpg'", "ckpt=x"]
     assert positional_input(["input=photo.jpg"]) == ["input=photo.jpg"]
@@ -342,6 +355,8 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
     assert positional_input(["ckpt=x", "photo.jpg"]) == ["input='photo.jpg'", "ckpt=x"]
     assert positional_input(["a.jpg", "b.jpg", "onnx=m", "~faces"]) == ["input=['a.jpg','b.jpg']", "onnx=m", "~faces"]
     assert positional_input(["a.jpg", "onnx=m", "--cfg", "job"]) == ["input='a.jpg'", "onnx=m", "--cfg", "job"]
+    with pytest.raises(ConfigError, match="^input: give the paths either bare or as input="):
+        positional_input(["a.jpg", "input=b.jpg"])
     odd = tmp_path / "a=b's.jpg"
     odd.touch()
     assert positional_input([str(odd)])[0].startswith("input='")  # an existing path, even with "="

@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from agelab.data.datamodule import require_root
+from agelab.data.readers.base import require_root
 from agelab.data.prepare_cache import DROP_COLUMNS
 from agelab.errors import ConfigError, DataError
 

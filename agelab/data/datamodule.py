@@ -15,14 +15,8 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from agelab.data.attributes import gender_codes, race_codes
-from agelab.errors import ConfigError, DataError
-
-
-def require_root(root, layout: str | None, key: str = "data.root") -> None:
-    """DataError naming ``key`` and what it should hold (``data.layout``) unless ``root`` is a folder."""
-    if root is not None and not Path(str(root)).expanduser().is_dir():
-        expected = f" (it should hold {layout})" if layout else ""
-        raise DataError(f"{key} {root} is not a folder{expected}")
+from agelab.data.readers.base import require_root
+from agelab.errors import ConfigError
 
 
 class FaceDataset(Dataset):

@@ -63,6 +63,25 @@ class FaceCrop:
 
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag
+# Formats whose OpenCV decoder skips the EXIF orientation when it keeps the alpha channel
+# (IMREAD_UNCHANGED); its TIFF decoder turns the image itself.
+TURNED_BY_US = ("PNG", "WEBP")
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation in the header Pillow has read (1: upright). ``getexif()`` is not used: for
+    a PNG without EXIF it decodes the whole image to look further."""
+    from PIL import Image
+
+    raw = im.info.get("exif")
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels as stored
+        return 1
 
 
 def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool, int]:
@@ -75,10 +94,7 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool, int]:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-                try:
-                    orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
-                except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels as stored
-                    orientation = 1
+                orientation = _orientation(im) if alpha and im.format in TURNED_BY_US else 1
                 return im.size, im.format, alpha, orientation
     except Image.DecompressionBombError:
         return (1 << 20, 1 << 20), None, False, 1  # absurdly large: refused below

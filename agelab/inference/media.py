@@ -45,12 +45,17 @@ def collect_all(input_paths: list[str | Path]) -> list[MediaItem]:
     if len(input_paths) == 1:
         return collect(input_paths[0])
     inputs = [Path(p) for p in input_paths]
-    base = Path(os.path.commonpath([p.absolute().parent for p in inputs]))
-    items = []
-    for path in inputs:
-        prefix = path.absolute().parent.relative_to(base)
+    absolute = [Path(os.path.abspath(p)) for p in inputs]  # ".." folded away: every copy stays below the base
+    base = Path(os.path.commonpath([p.parent for p in absolute]))
+    items, seen = [], set()
+    for path, full in zip(inputs, absolute):
+        prefix = full.parent.relative_to(base)
         for item in collect(path):
-            inside = Path(path.name) / item.relative if path.is_dir() else item.relative
+            real = item.path.resolve()
+            if real in seen:  # a file given twice (itself and inside its folder): predicted once
+                continue
+            seen.add(real)
+            inside = Path(full.name) / item.relative if path.is_dir() else item.relative
             items.append(MediaItem(item.path, item.kind, prefix / inside))
     return items
 

@@ -28,6 +28,14 @@ import pandas as pd
 from agelab.errors import DataError
 from agelab.groups import GROUP_NAMES, NUM_GROUPS, age_to_group
 
+
+def require_root(root, layout: str | None, key: str = "data.root") -> None:
+    """DataError naming ``key`` and what it should hold (``data.layout``) unless ``root`` is a folder."""
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        expected = f" (it should hold {layout})" if layout else ""
+        raise DataError(f"{key} {root} is not a folder{expected}")
+
+
 BASE_COLUMNS = ["path", "age", "group", "subject"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DROP_COLUMNS = ["path", "reason"]
