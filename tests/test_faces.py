@@ -191,15 +191,21 @@ def test_large_photos_are_searched_at_detect_side_and_cropped_from_every_pixel(m
             return detector.detectMultiScale3(image, **kwargs)
 
     monkeypatch.setattr(faces, "cascade", lambda name: Spy() if name == faces.FACE_CASCADE else detector)
-    fast = FaceCropper(output_size=64, align=False).largest(photo)[0]
-    full = FaceCropper(output_size=64, align=False, detect_side=None).largest(photo)[0]
+    fast = FaceCropper(output_size=64, align=False, detect_side=1280).largest(photo)[0]
+    full = FaceCropper(output_size=64, align=False).largest(photo)[0]  # (the default: full size)
     assert searched == [(1280, 1280), (2400, 2400)]
     assert fast is not None and full is not None
     assert faces._overlap(fast.box, full.box) > 0.9 and max(fast.box) > 1500  # in the photo's pixels
     side = lambda box: box[2] - box[0]  # noqa: E731
     assert abs(side(fast.box) - side(full.box)) < 0.05 * side(full.box)
     # the same face at a size min_face_size (in the photo's pixels) refuses, whatever the search scale
-    assert FaceCropper(output_size=64, min_face_size=side(fast.box) + 50).largest(photo) == (None, "too_small")
+    assert FaceCropper(output_size=64, min_face_size=side(fast.box) + 50, detect_side=1280).largest(photo) == \
+        (None, "too_small")
+    for box in (fast.box, FaceCropper(output_size=64, detect_side=1000).largest(photo[:2399, :2387])[0].box):
+        assert box[2] <= 2400 and box[3] <= 2400  # scaled back per axis: never past the photo
+    # caches and stored settings made before detect_side keep their keys; 0 and null both mean full size
+    assert "detect_side" not in FaceCropper(detect_side=0).settings() and FaceCropper(detect_side=0) == FaceCropper()
+    assert FaceCropper(detect_side=1280).settings()["detect_side"] == 1280
 
 
 def test_the_cropper_pickles_by_its_settings():
@@ -271,13 +277,33 @@ def test_photos_with_transparency_are_turned_upright_like_the_others(tmp_path, o
         np.testing.assert_array_equal(image, expected, err_msg=name)
 
 
-def test_the_header_probe_decodes_no_pixels(tmp_path, monkeypatch):
+def test_the_header_probe_decodes_no_opaque_png(tmp_path, monkeypatch):
     from PIL import PngImagePlugin
 
-    rgba = np.zeros((40, 60, 4), np.uint8)
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "opaque.png")
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("decoded"))
-    assert faces._probe(tmp_path / "clear.png") == ((60, 40), "PNG", True, 1)
+    assert faces._probe(tmp_path / "opaque.png") == ((60, 40), "PNG", False, 1)
+
+
+def test_a_png_with_its_exif_after_the_pixels_is_turned_too(tmp_path):
+    import struct
+
+    rgba = np.dstack([np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8),
+                      np.full((30, 50), 255, np.uint8)])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "before.png", exif=exif.tobytes())
+    data, chunks, i = (tmp_path / "before.png").read_bytes(), [], 8
+    while i < len(data):  # the PNG's chunks: length, type, data, CRC
+        end = i + 12 + struct.unpack(">I", data[i:i + 4])[0]
+        chunks.append(data[i:end])
+        i = end
+    exif_chunk = [c for c in chunks if c[4:8] == b"eXIf"]
+    rest = [c for c in chunks if c[4:8] != b"eXIf"]
+    assert exif_chunk and rest[-1][4:8] == b"IEND"
+    (tmp_path / "after.png").write_bytes(data[:8] + b"".join(rest[:-1] + exif_chunk + rest[-1:]))
+    image, _ = read_image(tmp_path / "after.png")
+    np.testing.assert_array_equal(image, np.rot90(rgba[..., :3], -1))
 
 
 def test_face_settings_out_of_range_and_an_opencv_without_detector_are_refused(monkeypatch):

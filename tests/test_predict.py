@@ -341,10 +341,12 @@ def test_several_inputs_keep_their_folders_below_the_output_and_a_file_counts_on
     for name in ("p/d/f.jpg", "p/d/h.jpg", "p/sub/g.jpg", "q/d/f.jpg"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "p" / "d" / "link.jpg").symlink_to("f.jpg")  # another name of a photo: a file of its own
     monkeypatch.chdir(tmp_path / "p" / "sub")
     items = collect_all(["../d/f.jpg", "g.jpg", "../d", "../../p/d/", "../../q/d/f.jpg"])
     assert [(str(i.path), i.relative.as_posix()) for i in items] == [
         ("../d/f.jpg", "p/d/f.jpg"), ("g.jpg", "p/sub/g.jpg"), ("../d/h.jpg", "p/d/h.jpg"),
+        ("../d/link.jpg", "p/d/link.jpg"),
         ("../../q/d/f.jpg", "q/d/f.jpg")]  # ".." never leads out of annotated/; f.jpg of p/d once
 
 

@@ -69,17 +69,11 @@ TURNED_BY_US = ("PNG", "WEBP")
 
 
 def _orientation(im) -> int:
-    """The EXIF orientation in the header Pillow has read (1: upright). ``getexif()`` is not used: for
-    a PNG without EXIF it decodes the whole image to look further."""
-    from PIL import Image
-
-    raw = im.info.get("exif")
-    if not raw:
-        return 1
+    """The EXIF orientation of an open Pillow image (1: upright). For a PNG, Pillow may have to decode
+    it to find an EXIF chunk stored after the pixels: asked only of transparent photos, which OpenCV
+    does not turn itself."""
     try:
-        exif = Image.Exif()
-        exif.load(raw)
-        return int(exif.get(EXIF_ORIENTATION, 1))
+        return int(im.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels as stored
         return 1
 
@@ -94,8 +88,8 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool, int]:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-                orientation = _orientation(im) if alpha and im.format in TURNED_BY_US else 1
-                return im.size, im.format, alpha, orientation
+                turn = alpha and im.format in TURNED_BY_US and im.size[0] * im.size[1] <= MAX_DECODE_PIXELS
+                return im.size, im.format, alpha, _orientation(im) if turn else 1
     except Image.DecompressionBombError:
         return (1 << 20, 1 << 20), None, False, 1  # absurdly large: refused below
     except Exception:  # noqa: BLE001 - unknown to Pillow; OpenCV may still read it
@@ -246,7 +240,7 @@ class FaceCropper:
 
     def __init__(self, output_size: int = 128, enlarge: float = 1.2, detect: bool = True, align: bool = True,
                  min_face_size: int = 32, min_sharpness: float = 20.0, scale_factor: float = 1.1,
-                 min_neighbors: int = 5, max_image_side: int = 4000, detect_side: int | None = 1280):
+                 min_neighbors: int = 5, max_image_side: int = 4000, detect_side: int | None = None):
         if int(output_size) <= 0:
             raise ValueError(f"output_size must be positive, got {output_size}")
         if enlarge <= 0:
@@ -259,8 +253,8 @@ class FaceCropper:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if int(max_image_side) <= 0:
             raise ValueError(f"max_image_side must be positive, got {max_image_side}")
-        if detect_side is not None and int(detect_side) < 64:
-            raise ValueError(f"detect_side must be null or at least 64, got {detect_side}")
+        if detect_side and int(detect_side) < 64:
+            raise ValueError(f"detect_side must be 0 or null (full size) or at least 64, got {detect_side}")
         if (detect or align) and not hasattr(cv2, "CascadeClassifier"):
             from agelab.errors import ConfigError  # not a setting: the installed OpenCV cannot detect
 
@@ -271,13 +265,14 @@ class FaceCropper:
         self.min_face_size, self.min_sharpness = int(min_face_size), float(min_sharpness)
         self.scale_factor, self.min_neighbors = float(scale_factor), int(min_neighbors)
         self.max_image_side = int(max_image_side)
-        self.detect_side = None if detect_side is None else int(detect_side)
+        self.detect_side = int(detect_side) if detect_side else None  # None: search at full size
 
     def settings(self) -> dict:
-        """The constructor arguments: what decides the crops (cache keys and run params are made of it)."""
-        return {k: getattr(self, k) for k in ("output_size", "enlarge", "detect", "align", "min_face_size",
-                                              "min_sharpness", "scale_factor", "min_neighbors", "max_image_side",
-                                              "detect_side")}
+        """The constructor arguments: what decides the crops (cache keys and run params are made of it).
+        ``detect_side`` only when set, so the caches and stored settings made before it keep their keys."""
+        names = ("output_size", "enlarge", "detect", "align", "min_face_size", "min_sharpness", "scale_factor",
+                 "min_neighbors", "max_image_side", "detect_side")
+        return {k: getattr(self, k) for k in names if not (k == "detect_side" and self.detect_side is None)}
 
     def __repr__(self) -> str:
         return f"FaceCropper({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"
@@ -304,18 +299,19 @@ class FaceCropper:
         # The detector's time grows with the pixels searched: a large photo is searched at detect_side
         # (boxes scaled back; the crop, eyes and filters use the full image).
         f = max(search.shape[:2]) / self.detect_side if self.detect_side else 1.0
+        fx = fy = 1.0
         if f > 1.0:
-            search = cv2.resize(search, (max(1, round(search.shape[1] / f)), max(1, round(search.shape[0] / f))),
+            full_h, full_w = search.shape[:2]
+            search = cv2.resize(search, (max(1, round(full_w / f)), max(1, round(full_h / f))),
                                 interpolation=cv2.INTER_AREA)
-        f = max(f, 1.0)
+            fx, fy = full_w / search.shape[1], full_h / search.shape[0]  # (rounding differs per axis)
         # Find faces down to the cascade's 24 px window so small ones are reported as "too_small".
-        min_size = max(24, int(self.min_face_size / 2 / f))
+        min_size = max(24, int(self.min_face_size / 2 / max(fx, fy)))
         rects, _, weights = cascade(FACE_CASCADE).detectMultiScale3(
             search, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(min_size, min_size), outputRejectLevels=True)
-        found = [((int(round(x * f)) + ox, int(round(y * f)) + oy, int(round((x + rw) * f)) + ox,
-                   int(round((y + rh) * f)) + oy), float(score))
-                 for (x, y, rw, rh), score in zip(np.reshape(rects, (-1, 4)), np.ravel(weights))]
+        found = [((round(x * fx) + ox, round(y * fy) + oy, round((x + rw) * fx) + ox, round((y + rh) * fy) + oy),
+                  float(score)) for (x, y, rw, rh), score in zip(np.reshape(rects, (-1, 4)), np.ravel(weights))]
         if box is not None:
             found = [f for f in found if _overlap(f[0], box) >= 0.5]
         return sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))

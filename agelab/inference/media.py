@@ -51,7 +51,7 @@ def collect_all(input_paths: list[str | Path]) -> list[MediaItem]:
     for path, full in zip(inputs, absolute):
         prefix = full.parent.relative_to(base)
         for item in collect(path):
-            real = item.path.resolve()
+            real = os.path.abspath(item.path)  # (not resolve(): two links to one photo are two files, as in a folder)
             if real in seen:  # a file given twice (itself and inside its folder): predicted once
                 continue
             seen.add(real)
