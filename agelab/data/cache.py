@@ -7,6 +7,7 @@ folder is either complete or absent.
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -40,12 +41,43 @@ def save_cache(folder: str | Path, images: np.ndarray, records: pd.DataFrame) ->
     return folder
 
 
+class MappedImages(np.memmap):
+    """A cache's images, memory-mapped read-only. Pickled (to a loader worker started by spawn: macOS,
+    Windows, a sweep job) it travels as its file and is mapped again there, not as a copy of every
+    face; a file rebuilt or removed meanwhile is an error naming it, not other faces."""
+
+    def __reduce__(self):
+        if not isinstance(self.base, mmap.mmap):  # a slice or a copy of the map: an array like any other
+            return super().__reduce__()
+        stat = os.stat(self.filename)
+        return map_images_again, (self.filename, self.offset, self.shape, self.dtype.str,
+                                  (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+def map_images_again(filename: str, offset: int, shape: tuple, dtype: str, identity: tuple) -> MappedImages:
+    try:
+        stat = os.stat(filename)
+    except FileNotFoundError:
+        raise DataError(f"{filename}: the face cache was removed while it was in use; run the command again") from None
+    if (stat.st_ino, stat.st_size, stat.st_mtime_ns) != tuple(identity):
+        raise DataError(f"{filename}: the face cache was rebuilt while it was in use; run the command again")
+    return MappedImages(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
+
+
+def open_images(path: str | Path) -> MappedImages:
+    """The images of a cache's .npy file, memory-mapped read-only (nothing is read until indexed)."""
+    header = np.load(path, mmap_mode="r")  # (numpy reads the .npy header: dtype, shape, where the data starts)
+    if not header.flags.c_contiguous:
+        return header
+    return MappedImages(header.filename, dtype=header.dtype, mode="r", offset=header.offset, shape=header.shape)
+
+
 def load_cache(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     """(memory-mapped images, records); nothing is read into RAM until indexed."""
     folder = Path(folder)
     if not cache_exists(folder):
         raise DataError(f"no face cache in {folder}: expected {IMAGES} and {RECORDS} (run python -m agelab.prepare)")
-    images = np.load(folder / IMAGES, mmap_mode="r")
+    images = open_images(folder / IMAGES)
     # Ids like MORPH II's "070081" must stay text (read as numbers they lose their leading zeros).
     records = pd.read_csv(folder / RECORDS, dtype=TEXT_COLUMNS)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(records):

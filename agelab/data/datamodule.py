@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import multiprocessing
 import warnings
 from pathlib import Path
@@ -32,21 +31,6 @@ class FaceDataset(Dataset):
 
     def __len__(self):
         return len(self.index)
-
-    def __getstate__(self):
-        """A memory-mapped cache travels to a loader worker started by spawn (macOS, Windows; a
-        sweep job) as its file, reopened there, instead of as a copy of every face."""
-        state = self.__dict__.copy()
-        images = self.images
-        if isinstance(images, np.memmap) and isinstance(images.base, mmap.mmap) and images.filename:
-            state["images"] = ("memmap", images.filename, images.offset, images.shape, images.dtype.str)
-        return state
-
-    def __setstate__(self, state):
-        if isinstance(state["images"], tuple) and state["images"][0] == "memmap":
-            _, filename, offset, shape, dtype = state["images"]
-            state["images"] = np.memmap(filename, dtype=dtype, mode="r", offset=offset, shape=shape)
-        self.__dict__.update(state)
 
     def __getitem__(self, i):
         image = np.asarray(self.images[self.index[i]])

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agelab.data.cache import IMAGES, RECORDS, cache_exists, save_cache_parts
+from agelab.data.cache import IMAGES, RECORDS, cache_exists, open_images, save_cache_parts
 from agelab.data.faces import FaceCropper, load_image
 from agelab.data.readers.base import DROP_COLUMNS
 from agelab.errors import DataError
@@ -210,7 +210,7 @@ def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResu
         return None
     if manifest.get("key") != key or not cache_exists(folder):
         return None
-    images = np.load(folder / IMAGES, mmap_mode="r")
+    images = open_images(folder / IMAGES)
     stored = pd.read_csv(folder / RECORDS)
     if len(stored) != len(images) or "source_index" not in stored:
         return None
@@ -302,7 +302,7 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
     # (kept and dropped are printed once, by whoever asked: the prepare table, the training data report)
     log.info("face cache %s: cropped %d images in %.1f s (%.0f/s, %d workers)",
              folder, cropped, elapsed, cropped / max(elapsed, 1e-9), workers)
-    return PrepareResult(np.load(folder / IMAGES, mmap_mode="r"), result, dropped, folder, reused=False, drops=drops)
+    return PrepareResult(open_images(folder / IMAGES), result, dropped, folder, reused=False, drops=drops)
 
 
 def drop_summary(dropped) -> str:

@@ -1,5 +1,6 @@
 """Loader workers: they start inside a job of the local parallel sweep, and a memory-mapped cache
-travels to a spawned worker as its file, not as a copy of every face."""
+travels to a spawned worker as its file, not as a copy of every face (a cache rebuilt meanwhile is
+an error naming it)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,23 @@ def test_a_memory_mapped_cache_travels_as_its_file(tmp_path):
     assert isinstance(clone.images, np.memmap) and clone.images.shape == dataset.images.shape
     np.testing.assert_array_equal(np.asarray(clone.images), np.asarray(dataset.images))
     assert clone[5]["age"] == dataset[5]["age"]
+
+
+def test_both_caches_of_a_cross_dataset_travel_as_files_and_a_rebuilt_one_is_named(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from agelab.data.cache import load_cache, save_cache
+    from agelab.data.cross import ConcatImages
+    from agelab.errors import DataError
+
+    faces = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    for name in ("train", "test"):
+        save_cache(tmp_path / name, faces, pd.DataFrame({"age": range(40)}))
+    both = ConcatImages(load_cache(tmp_path / "train")[0], load_cache(tmp_path / "test")[0])
+    blob = pickle.dumps(both)
+    assert len(blob) < 2000  # two file references, not 2 x 123 KB of faces
+    np.testing.assert_array_equal(pickle.loads(blob)[[0, 45]], faces[[0, 5]])
+    save_cache(tmp_path / "test", faces[::-1], pd.DataFrame({"age": range(40)}))  # rebuilt under the run
+    with pytest.raises(DataError, match=r"test/images.npy: the face cache was rebuilt while it was in use"):
+        pickle.loads(blob)
