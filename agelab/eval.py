@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from agelab.cli import run_or_exit
+from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.evaluation import EvalResult, evaluate, metrics_table
 
@@ -37,4 +37,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

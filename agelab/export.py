@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from agelab.cli import run_or_exit
+from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 from agelab.exporting.pipeline import ExportResult, export_checkpoint, format_table
@@ -69,4 +69,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.cli import run_or_exit
+from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 
@@ -137,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

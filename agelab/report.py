@@ -14,7 +14,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.cli import run_or_exit
+from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 from agelab.results import (default_tracking_uri, describe_left_out, load_runs, require_runs, select_runs, summarize,
@@ -73,4 +73,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,7 +15,7 @@ from agelab.callbacks import CheckpointRunId
 from agelab.callbacks.label_check import LabelCheck
 from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
-from agelab.cli import run_or_exit
+from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
@@ -135,4 +135,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -39,11 +39,22 @@ def test_bad_values_fail_fast_with_one_line(tmp_path, override, message):
 
 
 def test_unknown_model_name_lists_the_known_ones(tmp_path):
-    result = run_train(tmp_path, "model=nope")
-    assert result.returncode != 0
-    out = result.stdout + result.stderr
-    assert "Traceback" not in out
-    assert "Could not find 'model/nope'" in out and "smlf_small" in out
+    result = run_train(tmp_path, "-m", "model=smlf_small,nope")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith("error: Could not find 'model/nope' (available in 'model': ")
+    assert "smlf_small" in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists()  # before Hydra started anything
+
+
+def test_group_choices_are_checked_as_hydra_reads_them():
+    from agelab.cli import unknown_group_choice
+
+    assert unknown_group_choice(["model=smlf", "head=dex", "optimizer.lr=0.1", "-m", "--cfg", "job"]) is None
+    assert unknown_group_choice(["data/split@data.source.split=subject", "+faces@data.source.cropper=aligned"]) is None
+    assert unknown_group_choice(["model=null", "model=choice(smlf,nope)", "hydra/launcher=joblib"]) is None
+    assert unknown_group_choice(["data=utkface", "data/split@data.source.split=nope"]).startswith(
+        "Could not find 'data/split/nope' (available in 'data/split': fold, lopo, ")
+    assert unknown_group_choice(["-m", "head=dex,no_head"]).startswith("Could not find 'head/no_head'")
 
 
 @pytest.mark.parametrize("command", ["train", "prepare", "eval", "predict", "export", "cv", "report"])
