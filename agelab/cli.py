@@ -73,7 +73,7 @@ def unknown_group_choice(argv: list[str], conf_dir=CONF_DIR) -> str | None:
         if (arg.startswith("-") or not sep or not value or any(c in value for c in SWEEP_SYNTAX)
                 or group.startswith("hydra/") or not (conf_dir / group).is_dir()):
             continue  # a flag, a value, Hydra's own groups (its package adds options), sweep syntax
-        for option in (v.strip() for v in value.split(",")):
+        for option in (v.strip().strip("'\"") for v in value.split(",")):
             if option != "null" and not (conf_dir / group / f"{option}.yaml").is_file():
                 known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
                 return f"Could not find '{group}/{option}' (available in '{group}': {', '.join(known)})"

@@ -51,7 +51,7 @@ def test_group_choices_are_checked_as_hydra_reads_them():
 
     assert unknown_group_choice(["model=smlf", "head=dex", "optimizer.lr=0.1", "-m", "--cfg", "job"]) is None
     assert unknown_group_choice(["data/split@data.source.split=subject", "+faces@data.source.cropper=aligned"]) is None
-    assert unknown_group_choice(["model=null", "model=choice(smlf,nope)", "hydra/launcher=joblib"]) is None
+    assert unknown_group_choice(["model=null", "model=choice(smlf,nope)", "hydra/launcher=joblib", "model='smlf'"]) is None
     assert unknown_group_choice(["data=utkface", "data/split@data.source.split=nope"]).startswith(
         "Could not find 'data/split/nope' (available in 'data/split': fold, lopo, ")
     assert unknown_group_choice(["-m", "head=dex,no_head"]).startswith("Could not find 'head/no_head'")
