@@ -37,8 +37,13 @@ def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
         cause = agelab_cause(exc) or argument_mistake(exc)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(cause)
+
+
+def exit_with_error(message) -> None:
+    """The one line every entry point ends a mistake with, and exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 # What Python's TypeError says when a call's keywords do not fit the signature.
@@ -85,6 +90,5 @@ def run_main(main) -> None:
     (Hydra's own message for it spans a dozen lines and exits with 1)."""
     mistake = unknown_group_choice(sys.argv[1:])
     if mistake:
-        print(f"error: {mistake}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(mistake)
     main()

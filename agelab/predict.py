@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.cli import run_main, run_or_exit
+from agelab.cli import exit_with_error, run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 
@@ -32,21 +32,18 @@ def hydra_quote(value: str) -> str:
 
 
 def is_override(arg: str) -> bool:
-    """A flag or a Hydra override (``key=value``, ``+key=value``, ``~key``) rather than a path; an
-    existing file or folder is a path whatever its name."""
-    if arg.startswith("-") or os.path.exists(arg) or os.path.islink(arg):
-        return arg.startswith("-")
+    """A Hydra override (``key=value``, ``+key=value``, ``~key``) rather than a path; an existing file
+    or folder is a path whatever its name."""
+    if os.path.exists(arg) or os.path.islink(arg):
+        return False
     return "=" in arg or arg.startswith(("~", "+"))
 
 
 def positional_input(argv: list[str]) -> list[str]:
     """Bare arguments (paths, before or after the overrides) become ``input=<path>`` or, several,
     ``input=[<path>, ...]``."""
-    if any(arg.startswith("-") for arg in argv):
-        flags_at = next(i for i, arg in enumerate(argv) if arg.startswith("-"))
-        head, tail = argv[:flags_at], argv[flags_at:]  # after a flag (--cfg job, -m), Hydra's own syntax
-    else:
-        head, tail = argv, []
+    flags_at = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    head, tail = argv[:flags_at], argv[flags_at:]  # from the first flag (--cfg job, -m) on: Hydra's own syntax
     paths = [arg for arg in head if not is_override(arg)]
     if not paths:
         return argv
@@ -131,8 +128,7 @@ def main() -> None:
     try:
         sys.argv[1:] = positional_input(sys.argv[1:])
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(exc)
     _main()
 
 

@@ -96,7 +96,6 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool, int]:
         return None, None, False, 1
 
 
-
 def upright(image: np.ndarray, orientation: int) -> np.ndarray:
     """The image as it is meant to be seen, for EXIF orientation 2..8 (what OpenCV does itself,
     except when it decodes with IMREAD_UNCHANGED, as for photos with transparency)."""
