@@ -152,8 +152,7 @@ def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] 
         return None
     if run.info.status != "FINISHED":
         return None  # fitted but not tested (it stopped in between): go on, Lightning tests it
-    states = checkpoint.get("callbacks") or {}
-    best = next((state.get("best_model_path", "") for name, state in states.items()  # the monitored one
-                 if str(name).startswith("ModelCheckpoint") and "'monitor': None" not in str(name)
-                 and isinstance(state, dict)), "")
+    states = (checkpoint.get("callbacks") or {}).values()
+    best = next((state["best_model_path"] for state in states  # the monitored ModelCheckpoint's
+                 if isinstance(state, dict) and state.get("monitor") and "best_model_path" in state), "")
     return {**run.data.metrics, "best_model_path": best}

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
@@ -47,13 +46,6 @@ def git_commit(path: str | Path | None = None) -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def run_id_from_checkpoint(ckpt_path: str | Path | None) -> str | None:
-    if not ckpt_path:
-        return None
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    return checkpoint.get(RUN_ID_KEY)
 
 
 def sqlite_path(tracking_uri: str | None) -> Path | None:
@@ -133,15 +125,14 @@ class AgelabMLFlowLogger(MLFlowLogger):
 
 
 def mlflow_logger(experiment_name: str, root_dir: str | Path = ".", run_name: str | None = None,
-                  tags: dict | None = None, tracking_uri: str | None = None, resume_from: str | None = None) -> MLFlowLogger:
+                  tags: dict | None = None, tracking_uri: str | None = None, run_id: str | None = None) -> MLFlowLogger:
     """An MLFlowLogger on ``sqlite:///<root_dir>/mlflow.db`` with artifacts in ``<root_dir>/mlruns``.
 
-    ``resume_from`` (a checkpoint path) continues the MLflow run that wrote that checkpoint.
+    ``run_id`` (stored in a checkpoint being resumed) continues that MLflow run.
     """
     root = Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
-    run_id = run_id_from_checkpoint(resume_from)
     if run_id:
         log.info("resuming MLflow run %s", run_id)
     tags = {k: str(v) for k, v in (tags or {}).items()}

@@ -20,7 +20,7 @@ from agelab.config import CONF_DIR
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
 from agelab.resume import check_resume, finished_run_metrics, group_choices, warn_if_other_data
-from agelab.tracking import flatten_config
+from agelab.tracking import RUN_ID_KEY, flatten_config
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     require_accelerator(cfg)
     require_training_setup(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
+    ckpt_path, run_id = cfg.ckpt_path or auto_resume_checkpoint(cfg), None
     if ckpt_path:
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
         checkpoint = read_checkpoint(ckpt_path)
+        run_id = checkpoint.get(RUN_ID_KEY)  # the MLflow run the training goes on in
         check_resume(cfg, checkpoint, ckpt_path)  # before the run is reopened
         done = finished_run_metrics(cfg, checkpoint)
         if done is not None:
@@ -100,7 +101,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
-    logger = instantiate(cfg.logger, resume_from=ckpt_path)
+    logger = instantiate(cfg.logger, run_id=run_id)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(DataReport())  # faces kept/dropped and split sizes, printed and logged to the run
     label_check = LabelCheck(OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -328,6 +329,20 @@ def test_read_image_refuses_bad_files_without_raising(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(ok.read_bytes()[:20])
     for name in ("empty.jpg", "text.jpg", "folder.jpg", "missing.jpg", "cut.jpg"):
         assert read_image(tmp_path / name) == (None, "unreadable"), name
+
+
+def test_a_damaged_jpeg_that_still_decodes_is_told_with_its_file_name(tmp_path, caplog, capfd):
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    damaged = bytearray(data.tobytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 40] = bytes(40)  # zeros inside the entropy-coded data
+    (tmp_path / "damaged.jpg").write_bytes(bytes(damaged))
+    with caplog.at_level("WARNING", logger="agelab.data.faces"):
+        image, reason = read_image(tmp_path / "damaged.jpg")
+    assert reason is None and image.shape == (64, 64, 3)  # kept: libjpeg filled in what it lost
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"{tmp_path / 'damaged.jpg'}: Corrupt JPEG data: ")
+    os.write(2, b"after\n")  # the process's stderr is back
+    assert capfd.readouterr().err == "after\n"
 
 
 def test_large_images_are_downscaled_or_refused(tmp_path, monkeypatch):

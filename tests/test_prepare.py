@@ -146,12 +146,27 @@ def test_a_killed_run_resumes_with_only_the_missing_shards(dataset, tmp_path, mo
     assert resumed.dropped == fresh.dropped
 
 
-def test_parallel_workers_give_the_serial_result(dataset, tmp_path):
-    serial = prepare_cache(dataset, tmp_path / "serial", CROPPER, workers=1, shard_size=5, progress=False)
-    parallel = prepare_cache(dataset, tmp_path / "parallel", CROPPER, workers=2, shard_size=5, progress=False)
+def test_parallel_workers_give_the_serial_result(dataset, tmp_path, caplog):
+    data = bytearray(Path(dataset.path[0]).read_bytes())
+    data[len(data) // 2:len(data) // 2 + 40] = bytes(40)  # damaged, but libjpeg still decodes it
+    (tmp_path / "damaged.jpg").write_bytes(bytes(data))
+    dataset = pd.concat([dataset, dataset.head(1).assign(path=str(tmp_path / "damaged.jpg"))], ignore_index=True)
+    warned = {}
+    for workers in (1, 2):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            result = prepare_cache(dataset, tmp_path / f"w{workers}", CROPPER, workers=workers, shard_size=5,
+                                   progress=False)
+        warned[workers] = [r.getMessage() for r in caplog.records if "Corrupt JPEG" in r.getMessage()]
+        if workers == 1:
+            serial = result
+    parallel = result
     np.testing.assert_array_equal(parallel.images, serial.images)
     pd.testing.assert_frame_equal(parallel.records, serial.records)
     assert parallel.dropped == serial.dropped
+    # what a spawned worker logs reaches the parent's log, with the file it is about
+    assert len(warned[2]) == 1 and warned[2] == warned[1]
+    assert warned[2][0].startswith(f"{tmp_path / 'damaged.jpg'}: Corrupt JPEG data")
 
 
 def test_dataset_boxes_are_used_and_nothing_kept_is_an_error(dataset, tmp_path):

@@ -43,12 +43,13 @@ FOLDS = ("cv", "levi_hassner", "ce", "synth_kfold")
 
 def train_into(root: Path, name: str, experiment: str, *overrides: str) -> str:
     """A real training into the store under ``root``; returns its run id."""
-    from agelab.tracking import run_id_from_checkpoint
+    from agelab.checkpoint import read_checkpoint
+    from agelab.tracking import RUN_ID_KEY
     from agelab.train import train
 
     cfg = compose_config(root, [*FAST, f"paths.output_dir={root / 'out' / name}",
                                 f"logger.experiment_name={experiment}", *overrides])
-    return run_id_from_checkpoint(train(cfg)["best_model_path"])
+    return read_checkpoint(train(cfg)["best_model_path"])[RUN_ID_KEY]
 
 
 def logged_run(client, experiment: str, tags: dict, metrics: dict, status: str = "FINISHED") -> str:

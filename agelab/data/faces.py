@@ -19,6 +19,7 @@ Drop reasons (the strings are counted by ``prepare``):
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from agelab.data.native_stderr import native_stderr
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
@@ -38,6 +41,7 @@ Box = tuple[int, int, int, int]
 Eyes = tuple[tuple[float, float], tuple[float, float]]
 
 _CASCADES: dict[str, cv2.CascadeClassifier] = {}  # loaded once per process
+log = logging.getLogger(__name__)
 
 
 def cascade(name: str) -> cv2.CascadeClassifier:
@@ -152,7 +156,10 @@ def load_image(path: str | Path, max_side: int | None = 4000) -> tuple[np.ndarra
         if size and size[0] * size[1] / reduce**2 > MAX_DECODE_PIXELS:
             return None, TOO_LARGE, 1.0
         data = np.fromfile(path, np.uint8)
-        image = cv2.imdecode(data, flags)
+        with native_stderr() as messages:
+            image = cv2.imdecode(data, flags)
+        if messages:  # decoded, but the decoder found damage: say which file
+            log.warning("%s: %s", path, "; ".join(messages))
         if image is None or image.size == 0:
             return None, UNREADABLE, 1.0
         image = _to_rgb8(image)

@@ -125,13 +125,46 @@ def crop_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: st
         np.savez(f, images=images, kept=np.asarray(kept, np.int64), reasons=np.asarray(reasons, dtype=str),
                  info=info_array)
     os.replace(tmp, out_path)
-    return {"shard": out_path, "count": len(paths), "kept": len(kept)}
+    held = _HELD.take() if _HELD is not None else []
+    return {"shard": out_path, "count": len(paths), "kept": len(kept), "log": held}
+
+
+class _HeldRecords(logging.Handler):
+    """In a worker process: keeps agelab's log records, which the parent logs with its own handlers
+    (a spawned worker has none: its warnings would reach neither the log file nor the format)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args, record.exc_info, record.exc_text = record.getMessage(), None, None, None  # picklable
+        self.records.append(record)
+
+    def take(self) -> list[logging.LogRecord]:
+        records, self.records = self.records, []
+        return records
+
+
+_HELD: _HeldRecords | None = None  # set in worker processes only
 
 
 def _worker_init() -> None:
+    global _HELD
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+    _HELD = _HeldRecords()
+    logging.getLogger("agelab").addHandler(_HELD)
+    logging.getLogger("agelab").setLevel(logging.INFO)
+
+
+def _log_held(result: dict) -> dict:
+    for record in result.get("log", ()):
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+    return result
 
 
 def _shard_name(index: int) -> str:
@@ -152,7 +185,7 @@ def _run_shards(tasks: list[tuple], workers: int, total: int, done: int, progres
             futures = [pool.submit(crop_shard, *task) for task in tasks]
             try:
                 for future in as_completed(futures):
-                    bar.advance(job, future.result()["count"])
+                    bar.advance(job, _log_held(future.result())["count"])
             except BaseException:
                 for future in futures:
                     future.cancel()
