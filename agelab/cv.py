@@ -12,7 +12,8 @@ Each fold is its own MLflow run, nested under a parent run (MLflow tag ``mlflow.
 * the config as params and the tags of a training run, plus ``cv.folds`` (and ``cv.data_folds`` when
   the data has a fixed number of folds);
 * ``<metric>_mean`` and ``<metric>_std`` for every val/ and test/ metric the folds returned
-  (std over folds, ddof=0 as numpy and scikit-learn report it), e.g. ``test/mae_mean``;
+  (std over folds, ddof=0 as numpy and scikit-learn report it), e.g. ``test/mae_mean``; and
+  ``<metric>_pooled`` for mae, cs5, acc and one_off: over all the folds' faces at once;
 * ``cv/folds.csv``: one row per fold with its run id and metrics;
 * when the folds have group labels: the confusion matrix summed over folds (rows = true group) as
   ``cv/confusion_sum.csv`` and ``figures/confusion_sum.png`` (counts and row-normalised).
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 AGGREGATED_PREFIXES = ("val/", "test/")
 CONFUSION_FILE = "test_confusion.npy"
+POOLED = {"mae": "n_age", "cs5": "n_age", "acc": "n_group", "one_off": "n_group"}  # score -> its face count
 DEFAULT_FOLDS = 5  # for data that deals as many folds as asked (synth_kfold)
 
 
@@ -98,13 +100,21 @@ def data_folds(cfg: DictConfig) -> tuple[int | None, str]:
 
 
 def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
-    """``<name>_mean`` and ``<name>_std`` over the folds for every val/ and test/ metric all folds have."""
+    """``<name>_mean`` and ``<name>_std`` over the folds for every val/ and test/ metric all folds have,
+    and ``<name>_pooled`` for the per-face scores: over all the folds' faces at once (each fold weighted
+    by its faces), as leave-one-person-out figures are reported (FG-NET: the MAE over all 1,002 images,
+    where the fold mean would be a mean over people)."""
     names = set.intersection(*(set(m) for m in fold_metrics)) if fold_metrics else set()
     out = {}
     for name in sorted(n for n in names if n.startswith(AGGREGATED_PREFIXES)):
         values = np.array([m[name] for m in fold_metrics], dtype=np.float64)
         out[f"{name}_mean"] = float(values.mean())
         out[f"{name}_std"] = float(values.std())
+        stage, metric = name.split("/", 1)
+        count = f"{stage}/{POOLED.get(metric)}"
+        if count in names:
+            weights = np.array([m[count] for m in fold_metrics], dtype=np.float64)
+            out[f"{name}_pooled"] = float((values * weights).sum() / max(weights.sum(), 1.0))
     return out
 
 
@@ -178,13 +188,10 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         buffer = io.StringIO()
         np.savetxt(buffer, total, fmt="%d", delimiter=",")
         client.log_text(parent_id, buffer.getvalue(), "cv/confusion_sum.csv")
-        from agelab.callbacks.figures import confusion_figure, plt
-        from agelab.groups import GROUP_NAMES
+        from agelab.callbacks.confusion import log_confusion
 
-        for suffix, normalized in (("", False), ("_normalized", True)):
-            fig = confusion_figure(total, GROUP_NAMES, normalized=normalized, title="Confusion matrix, summed over folds")
-            client.log_figure(parent_id, fig, f"figures/confusion_sum{suffix}.png")
-            plt.close(fig)
+        log_confusion(client, parent_id, total, "figures/confusion_sum.png", "figures/confusion_sum_normalized.png",
+                      "cv/confusion_sum.json", title="Confusion matrix, summed over folds")
     parent.finalize("success")
     shown = {k: round(v, 4) for k, v in summary.items() if k.startswith("test/")}
     log.info("cross-validation over %d folds: %s", folds, shown)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,6 +71,15 @@ def test_aggregate_gives_mean_and_population_std():
     assert out == {"test/mae_mean": 3.0, "test/mae_std": 1.0, "val/mae_mean": 1.0, "val/mae_std": 0.0}
 
 
+def test_pooled_scores_weigh_each_fold_by_its_faces():
+    # One person with 1 photo missed by 10 years, one with 3 photos hit exactly: 2.5 years per photo.
+    folds = [{"test/mae": 10.0, "test/n_age": 1.0, "test/acc": 0.0, "test/n_group": 1.0},
+             {"test/mae": 0.0, "test/n_age": 3.0, "test/acc": 1.0, "test/n_group": 3.0}]
+    out = aggregate(folds)
+    assert out["test/mae_mean"] == 5.0 and out["test/mae_pooled"] == 2.5
+    assert out["test/acc_pooled"] == 0.75 and "test/n_age_pooled" not in out
+
+
 def test_cv_nests_one_run_per_fold_under_a_parent_with_mean_and_std(tmp_path):
     cfg = compose_config(tmp_path, TINY_CV, config_name="cv")
     summary = cross_validate(cfg)
@@ -100,6 +112,10 @@ def test_cv_nests_one_run_per_fold_under_a_parent_with_mean_and_std(tmp_path):
     confusion = np.loadtxt(client.download_artifacts(parent.info.run_id, "cv/confusion_sum.csv", str(tmp_path)),
                            delimiter=",")
     assert confusion.shape == (8, 8) and confusion.sum() == 60
+    record = json.loads(Path(client.download_artifacts(parent.info.run_id, "cv/confusion_sum.json", str(tmp_path)))
+                        .read_text())
+    assert record["counts"] == confusion.astype(int).tolist() and record["n"] == 60
+    assert all(sum(row) == pytest.approx(1.0) for row, n in zip(record["normalized"], confusion.sum(1)) if n)
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "figures")] == [
         "figures/confusion_sum.png", "figures/confusion_sum_normalized.png"]
     # Every fold wrote its checkpoints in its own folder.

@@ -174,6 +174,17 @@ def test_confusion_record_and_breakdown_labels():
     assert breakdown(results, "mae_age", BAND_NAMES) == {"0-9": 2.0, "70+": 9.0}  # band order, "70+" label
 
 
+def test_the_normalised_confusion_figure_writes_each_row_as_shares():
+    from agelab.callbacks.figures import confusion_figure, plt
+
+    counts = np.diag([30, 10, 0, 0, 0, 0, 0, 0])
+    counts[1, 0] = 30  # true group 1: 30 predicted as group 0, 10 right
+    fig = confusion_figure(counts, [str(g) for g in range(8)], normalized=True)
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    assert cells[:2] == ["1.00", "0.00"] and cells[8:10] == ["0.75", "0.25"]
+
+
 def test_gender_and_race_charts_appear_when_the_data_has_them(trained):
     logger = MLFlowLogger(experiment_name="figures-unit", tracking_uri=trained.client.tracking_uri,
                           artifact_location=(trained.root / "mlruns").as_uri())

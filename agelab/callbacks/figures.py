@@ -45,10 +45,12 @@ def cs_curve_figure(curve, title: str = "Cumulative score"):
     return fig
 
 
-def confusion_figure(matrix, labels: Sequence[str], normalized: bool = False, title: str | None = None):
-    """A confusion matrix (rows = true class, columns = predicted) with every cell written in:
-    counts, or with ``normalized`` the share of each true class (rows sum to 1)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
+def confusion_figure(counts, labels: Sequence[str], normalized: bool = False, title: str | None = None):
+    """A confusion matrix (rows = true class, columns = predicted) with every cell written in: the
+    counts, or with ``normalized`` each true class's row divided by its count (rows sum to 1)."""
+    matrix = np.asarray(counts, dtype=np.float64)
+    if normalized:
+        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=100)
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalized else max(matrix.max(), 1))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
