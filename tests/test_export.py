@@ -98,6 +98,15 @@ def test_int8_is_under_half_the_size_and_close_in_mae(trained, tmp_path):
     assert 0 < found["int8_max_abs_diff"] < 5.0  # quantized, so not bit-equal, but near
 
 
+def test_agreement_scores_only_faces_with_an_age():
+    runners = {"torch": lambda images: (np.full(len(images), 30.0, np.float32),),
+               "onnx": lambda images: (np.full(len(images), 31.0, np.float32),)}
+    batch = {"image": np.zeros((3, 3, 4, 4), np.float32), "age": np.array([20.0, np.nan, 30.0])}
+    found = agreement(runners, [batch])
+    assert (found["torch_mae"], found["onnx_mae"], found["onnx_mae_delta"]) == (5.0, 6.0, 1.0)
+    assert found["count"] == 3.0 and found["onnx_max_abs_diff"] == 1.0
+
+
 def test_callback_exports_the_best_checkpoint_into_the_training_run(trained):
     assert EXPORT_FILES <= {p.name for p in trained.export_dir.iterdir()}
     client, run_id = trained.client, trained.run.info.run_id

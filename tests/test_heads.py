@@ -123,6 +123,14 @@ def test_corn_loss_matches_coral_pytorch_documented_value_and_decodes_by_product
 
 
 # ----- distributions over ages
+def test_fractional_ages_go_to_the_nearest_whole_year_with_halves_up():
+    batch = {"age": torch.tensor([2.5, 24.5, 25.5, 24.49, 70.0, NAN])}
+    classes, known = DexHead(4, max_age=65).whole_age_targets(batch, torch.zeros(1))
+    assert classes.tolist()[:5] == [3, 25, 26, 24, 65] and known.tolist() == [True] * 5 + [False]
+    levels, _, _ = CoralHead(4, max_age=65).levels(batch, torch.zeros(1))
+    assert levels[:5].sum(1).tolist() == [3, 25, 26, 24, 65]  # levels passed = the whole age
+
+
 def test_dex_decodes_expected_value_and_ignores_unknown_ages():
     head = DexHead(4, max_age=65)
     logits = torch.full((2, 66), -1e4)

@@ -54,13 +54,15 @@ def agreement(runners: dict[str, Runner], batches: Iterable[dict], task: str = "
                 errors[name].append((out[0].argmax(axis=1) == target)[known])
         else:
             target = _numpy(batch["age"])[:len(images)].astype(np.float64)
+            known = np.isfinite(target)  # faces labelled with a group only (Adience ranges) have no age
             for name, out in outputs.items():
-                errors[name].append(np.abs(out[0].astype(np.float64) - target))
+                errors[name].append(np.abs(out[0].astype(np.float64) - target)[known])
         seen += len(images)
     score = "accuracy" if task == "group" else "mae"
     result: dict[str, float] = {"count": float(seen)}
     for name, values in errors.items():
-        result[f"{name}_{score}"] = float(np.concatenate(values).mean()) if values else float("nan")
+        scored = np.concatenate(values) if values else np.empty(0)
+        result[f"{name}_{score}"] = float(scored.mean()) if len(scored) else float("nan")
     for name, diff in max_diff.items():
         result[f"{name}_max_abs_diff"] = diff
         result[f"{name}_{score}_delta"] = result[f"{name}_{score}"] - result[f"{REFERENCE}_{score}"]

@@ -55,6 +55,12 @@ class AgeHead(Head):
         known = torch.isfinite(age)
         return torch.where(known, age, torch.zeros_like(age)).clamp(0, self.max_age), known
 
+    def whole_age_targets(self, batch: dict, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``age_targets`` rounded to the nearest whole year, halves up (24.5 -> 25 as 25.5 -> 26;
+        torch.round would send halves to the even year), as long integers."""
+        age, known = self.age_targets(batch, like)
+        return torch.floor(age + 0.5).long(), known
+
 
 def sample_weights(batch: dict, like: torch.Tensor) -> torch.Tensor | None:
     weight = batch.get("weight")

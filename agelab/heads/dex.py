@@ -15,6 +15,6 @@ class DexHead(AgeDistributionHead):
         super().__init__(in_features, max_age)
 
     def loss(self, logits, batch):
-        target, known = self.age_classes(batch, logits)
+        target, known = self.whole_age_targets(batch, logits)
         per_sample = F.cross_entropy(logits.float(), target, reduction="none")
         return masked_mean(per_sample, known, sample_weights(batch, logits))

@@ -17,11 +17,6 @@ class AgeDistributionHead(AgeHead):
         super().__init__(in_features, max_age + 1, max_age)
         self.register_buffer("ages", torch.arange(max_age + 1, dtype=torch.float32), persistent=False)
 
-    def age_classes(self, batch: dict, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(nearest integer age class, mask of known ages)."""
-        age, known = self.age_targets(batch, like)
-        return age.round().long(), known
-
     def decode(self, logits):
         probs = logits.float().softmax(dim=1)
         mean = probs @ self.ages

@@ -28,6 +28,6 @@ class MeanVarianceHead(AgeDistributionHead):
         probs = logits.softmax(dim=1)
         mean = probs @ self.ages
         variance = (probs * (self.ages[None, :] - mean[:, None]).square()).sum(1)
-        per_sample = (F.cross_entropy(logits, age.round().long(), reduction="none")
+        per_sample = (F.cross_entropy(logits, self.whole_age_targets(batch, logits)[0], reduction="none")
                       + self.lambda_mean * 0.5 * (mean - age).square() + self.lambda_variance * variance)
         return masked_mean(per_sample, known, sample_weights(batch, logits))

@@ -52,8 +52,8 @@ class _OrdinalHead(AgeHead):
 
     def levels(self, batch, like):
         """(binary labels y > k as floats (N, max_age), the rounded ages, mask of known ages)."""
-        age, known = self.age_targets(batch, like)
-        age = age.round()
+        age, known = self.whole_age_targets(batch, like)
+        age = age.float()
         return (age[:, None] > self.thresholds[None, :]).float(), age, known
 
 
