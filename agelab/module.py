@@ -148,7 +148,7 @@ class AgeModule(pl.LightningModule):
             return None
         self.stage_metrics[f"m_{stage}"].update(self.head.decode(logits.detach()), batch)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(batch["image"]))
+                 batch_size=len(batch["image"]), sync_dist=True)  # under DDP: over every process's faces
         return loss
 
     def compute_loss(self, logits: torch.Tensor, batch: dict, stage: str) -> torch.Tensor:

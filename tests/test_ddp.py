@@ -18,18 +18,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_DDP = [
     "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
     "trainer.sync_batchnorm=false", "trainer.max_epochs=2", "model=simple_cnn",
-    "data.source.train_size=64", "data.source.val_size=32", "data.source.test_size=32", "data.source.image_size=64",
+    "data.source.train_size=64", "data.source.val_size=33", "data.source.test_size=33", "data.source.image_size=64",
     "data.batch_size=8", "data.num_workers=0", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
 ]
 
 
 @pytest.mark.slow
-def test_two_process_ddp_logs_one_run_from_rank_zero(tmp_path):
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_two_process_ddp_logs_one_run_from_rank_zero(tmp_path, augment_on):
     # Both ranks read the synthetic cache: build it once first, as agelab.prepare does for real data.
     instantiate(compose_config(tmp_path, TINY_DDP).data.source).load()
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "agelab.train", *TINY_DDP, f"paths.root_dir={tmp_path}"],
+    result = subprocess.run([sys.executable, "-m", "agelab.train", *TINY_DDP, f"data.augment_on={augment_on}",
+                             f"paths.root_dir={tmp_path}"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
@@ -44,6 +46,8 @@ def test_two_process_ddp_logs_one_run_from_rank_zero(tmp_path):
     assert len(client.get_metric_history(run.info.run_id, "val/mae")) == 2
     assert len(client.get_metric_history(run.info.run_id, "test/cs_curve")) == 16
     assert run.data.metrics["data/split/train"] == 64
+    # The 33 test faces were each scored once over both processes (17 + 16), none repeated.
+    assert run.data.metrics["test/n_age"] == 33
     assert len(client.list_artifacts(run.info.run_id, "checkpoints")) == 1
     # The distributed sampler gave each process half of the 64 faces: 4 steps of 8 per epoch, not 8.
     last = list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt"))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from agelab.data.attributes import gender_codes, race_codes
@@ -58,6 +59,24 @@ class FaceBatchDataset(FaceDataset):
         else:
             batch["image"] = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
         return batch
+
+
+class ShardBatches(UnrepeatedDistributedSampler):
+    """Under DDP, this process's share of the evaluation faces as batches of row lists (for
+    ``augment_on=device``, whose dataset takes a list of rows): every face scored once over all
+    processes, the last batches a few faces short instead of padded with repeats. Being a
+    DistributedSampler, Lightning leaves it as it is."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, **shard):
+        super().__init__(dataset, shuffle=False, **shard)
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        rows = list(super().__iter__())
+        return iter([rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)])
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
 
 
 def loader_start_method() -> str | None:
@@ -136,6 +155,14 @@ class FaceDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         batch_size = self.batch_size if train else self.eval_batch_size
         drop_last = train and len(dataset) > batch_size
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if not train and processes > 1:  # each face scored once: Lightning's sampler would repeat some
+            shard = dict(num_replicas=processes, rank=self.trainer.global_rank)
+            if self.augment_on == "device":
+                return DataLoader(dataset, sampler=ShardBatches(dataset, batch_size, **shard), batch_size=None,
+                                  **self.loader_args)
+            return DataLoader(dataset, sampler=UnrepeatedDistributedSampler(dataset, shuffle=False, **shard),
+                              batch_size=batch_size, **self.loader_args)
         if self.augment_on == "device":
             sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
             return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None,
