@@ -27,7 +27,7 @@ def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
     of the ``_target_`` nodes under ``arguments_of`` ("": all; None: the command checks what it builds)
     against their code, which imports that code. Agelab errors end in one line, exit code 2."""
     try:
-        if isinstance(cfg, DictConfig):  # (the bench subcommands pass an argv list instead)
+        if isinstance(cfg, DictConfig):
             require_values(cfg)
             check_targets(cfg, arguments=False)
             if arguments_of is not None:

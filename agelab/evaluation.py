@@ -50,9 +50,9 @@ class EvalResult:
 
 def tracking_uri_of(cfg: DictConfig) -> str:
     """The store agelab.tracking.mlflow_logger would use for ``cfg.logger``."""
-    if cfg.logger.get("tracking_uri"):
-        return str(cfg.logger.tracking_uri)
-    return f"sqlite:///{Path(str(cfg.logger.get('root_dir', '.'))).resolve() / 'mlflow.db'}"
+    from agelab.store import store_uri
+
+    return store_uri(str(cfg.logger.get("root_dir", ".")), cfg.logger.get("tracking_uri"))
 
 
 def resolve_checkpoint(ckpt, tracking_uri: str, download_dir: str | Path) -> Path:
@@ -68,7 +68,7 @@ def resolve_checkpoint(ckpt, tracking_uri: str, download_dir: str | Path) -> Pat
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from agelab.results.runs import store_path
+    from agelab.store import store_path
 
     store = store_path(tracking_uri)
     if store is not None and not store.exists():  # (MLflow would create an empty one and then not find the run)

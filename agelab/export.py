@@ -26,10 +26,12 @@ def log_to_mlflow(cfg: DictConfig, result: ExportResult, train_cfg: DictConfig) 
     from mlflow.tracking import MlflowClient
 
     from agelab.checkpoint import read_checkpoint
-    from agelab.exporting.mlflow_log import existing_run, log_export, new_export_run, sqlite_uri
+    from agelab.exporting.mlflow_log import existing_run, log_export, new_export_run
+    from agelab.store import store_uri
     from agelab.tracking import RUN_ID_KEY
 
-    uri = cfg.mlflow.tracking_uri or sqlite_uri(cfg.mlflow.root_dir)
+    Path(cfg.mlflow.root_dir).mkdir(parents=True, exist_ok=True)
+    uri = store_uri(cfg.mlflow.root_dir, cfg.mlflow.tracking_uri)
     client = MlflowClient(uri)
     run_id = existing_run(client, read_checkpoint(cfg.ckpt).get(RUN_ID_KEY))
     if run_id is None:

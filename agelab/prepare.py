@@ -43,16 +43,14 @@ def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], p
     from mlflow.tracking import MlflowClient
 
     from agelab.data.report import log_drops
-    from agelab.tracking import git_commit
+    from agelab.store import store_uri
+    from agelab.tracking import experiment_id, git_commit
 
-    root = Path(cfg.paths.root_dir).resolve()
+    root = Path(cfg.paths.root_dir)
     root.mkdir(parents=True, exist_ok=True)
     tracking_uri = cfg.logger.get("tracking_uri") if "logger" in cfg and cfg.logger else None
-    client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
-    run = client.create_run(experiment_id, run_name=f"prepare-{name}", tags={"data": name, "git_commit": git_commit()})
+    client = MlflowClient(tracking_uri=store_uri(root, tracking_uri))
+    run = client.create_run(experiment_id(client, EXPERIMENT, root), run_name=f"prepare-{name}", tags={"data": name, "git_commit": git_commit()})
     run_id = run.info.run_id
     client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
     client.log_metric(run_id, "prepare/kept", kept)

@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
-from agelab.results import (default_tracking_uri, describe_left_out, load_runs, require_runs, select_runs, summarize,
+from agelab.results import (describe_left_out, load_runs, require_runs, select_runs, summarize,
                             to_csv, to_markdown)
 from agelab.results.runs import plural
+from agelab.store import store_uri
 
 FORMATS = ("markdown", "csv")
 
@@ -42,7 +43,7 @@ def build_report(cfg: DictConfig) -> Report:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if not isinstance(cfg.ddof, int) or cfg.ddof not in (0, 1):
         raise ConfigError(f"ddof must be 0 or 1, got {cfg.ddof!r}")
-    uri = cfg.tracking_uri or default_tracking_uri(cfg.root_dir)
+    uri = store_uri(cfg.root_dir, cfg.tracking_uri)
     runs = load_runs(uri, plain(cfg.experiments))
     selected = select_runs(runs, include_eval=cfg.include_eval)
     require_runs(runs, selected)

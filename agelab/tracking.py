@@ -23,11 +23,12 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import unquote
 
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
+
+from agelab.store import artifact_root, sqlite_path, store_uri
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # stored in every checkpoint so a resume finds its run
@@ -46,14 +47,6 @@ def git_commit(path: str | Path | None = None) -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def sqlite_path(tracking_uri: str | None) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
-    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = unquote(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
-    return None if path in ("", ":memory:") else Path(path)
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
@@ -78,11 +71,23 @@ def prepare_sqlite_store(tracking_uri: str, experiment_name: str, artifact_locat
                 connection.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:  # a writer outside agelab holds it: stay in its mode
             log.warning("could not switch %s to WAL journal mode: %s", path, exc)
-        client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return client.create_experiment(experiment_name, artifact_location=artifact_location)
+        return _get_or_create(RetryingClient(MlflowClient(tracking_uri=tracking_uri)), experiment_name,
+                              artifact_location)
+
+
+def _get_or_create(client, experiment_name: str, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(experiment_name, artifact_location=artifact_location)
+
+
+def experiment_id(client, experiment_name: str, root_dir: str | Path = ".") -> str:
+    """The id of ``experiment_name`` in the client's store, created with its artifacts under
+    ``<root_dir>/mlruns`` when missing (a new SQLite store is set up as ``prepare_sqlite_store`` does)."""
+    location = artifact_root(root_dir)
+    return (prepare_sqlite_store(client.tracking_uri, experiment_name, location)
+            or _get_or_create(client, experiment_name, location))
 
 
 class RetryingClient:
@@ -130,14 +135,13 @@ def mlflow_logger(experiment_name: str, root_dir: str | Path = ".", run_name: st
 
     ``run_id`` (stored in a checkpoint being resumed) continues that MLflow run.
     """
-    root = Path(root_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    tracking_uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+    Path(root_dir).mkdir(parents=True, exist_ok=True)
+    tracking_uri = store_uri(root_dir, tracking_uri)
     if run_id:
         log.info("resuming MLflow run %s", run_id)
     tags = {k: str(v) for k, v in (tags or {}).items()}
     tags.setdefault("git_commit", git_commit())
-    artifact_location = (root / "mlruns").as_uri()
+    artifact_location = artifact_root(root_dir)
     prepare_sqlite_store(tracking_uri, experiment_name, artifact_location)
     return AgelabMLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, tags=tags,
                               artifact_location=artifact_location, run_id=run_id)

@@ -22,7 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from agelab.config import CONF_DIR
-from agelab.tracking import RetryingClient, mlflow_logger, sqlite_path
+from agelab.store import sqlite_path
+from agelab.tracking import RetryingClient, mlflow_logger
 from agelab.train import train
 
 from conftest import compose_config

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 from agelab.exporting.pipeline import ExportResult, format_table
-from agelab.tracking import git_commit
+from agelab.tracking import experiment_id, git_commit
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "export"
@@ -31,24 +31,11 @@ EXPORT_EXPERIMENT = "agelab-export"
 CHAMPION = "champion"
 
 
-def sqlite_uri(root_dir: str | Path) -> str:
-    """The project's store: ``sqlite:///<root_dir>/mlflow.db`` (as agelab.tracking uses)."""
-    root = Path(root_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
 def new_export_run(client: MlflowClient, experiment_name: str = EXPORT_EXPERIMENT, root_dir: str | Path = ".",
                    run_name: str | None = None, tags: dict | None = None) -> str:
     """A fresh run in ``experiment_name`` (created with artifacts under ``<root_dir>/mlruns``)."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        artifacts = (Path(root_dir).resolve() / "mlruns").as_uri()
-        experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts)
-    else:
-        experiment_id = experiment.experiment_id
     run_tags = {"git_commit": git_commit(), **{k: str(v) for k, v in (tags or {}).items()}}
-    return client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+    return client.create_run(experiment_id(client, experiment_name, root_dir), run_name=run_name, tags=run_tags).info.run_id
 
 
 def existing_run(client: MlflowClient, run_id: str | None) -> str | None:

@@ -3,8 +3,8 @@ its figures. Used by ``python -m agelab.report`` and notebooks/compare_runs.ipyn
 the store."""
 
 from agelab.results.history import metric_history
-from agelab.results.runs import default_tracking_uri, describe_left_out, load_runs, require_runs, select_runs
+from agelab.results.runs import describe_left_out, load_runs, require_runs, select_runs
 from agelab.results.table import DEFAULT_GROUP_BY, summarize, to_csv, to_markdown
 
-__all__ = ["load_runs", "select_runs", "describe_left_out", "require_runs", "default_tracking_uri",
+__all__ = ["load_runs", "select_runs", "describe_left_out", "require_runs",
            "metric_history", "summarize", "to_markdown", "to_csv", "DEFAULT_GROUP_BY"]

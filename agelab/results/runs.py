@@ -7,12 +7,10 @@ every param as ``params.<name>`` and every tag as ``tags.<name>``. Only reads th
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import unquote, urlparse
-
 import pandas as pd
 
 from agelab.errors import AgelabError, ConfigError
+from agelab.store import store_path
 
 # Experiments that hold bookkeeping runs (dataset preparation, stand-alone exports), not trainings.
 BOOKKEEPING_EXPERIMENTS = ("agelab-prepare", "agelab-export")
@@ -26,25 +24,6 @@ PAGE = 1000
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def default_tracking_uri(root_dir: str | Path = ".") -> str:
-    """The training logger's store: ``sqlite:///<root_dir>/mlflow.db`` (absolute)."""
-    return f"sqlite:///{Path(root_dir).resolve() / 'mlflow.db'}"
-
-
-def store_path(tracking_uri: str) -> Path | None:
-    """The file or folder of a local store (``sqlite:///...``, ``file://...`` or a plain path);
-    None for a tracking server."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = unquote(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
-        return None if path in ("", ":memory:") else Path(path)
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
-        return Path(tracking_uri)
-    return None
 
 
 def open_store(tracking_uri: str):
