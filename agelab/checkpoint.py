@@ -46,13 +46,21 @@ def read_checkpoint(path: str | Path) -> dict:
                           f"only, and agelab unpickles nothing else; {type(exc).__name__})") from exc
 
 
-def load_module(path: str | Path) -> tuple[AgeModule, DictConfig]:
-    """(AgeModule in eval mode with the trained weights, the config it was trained with)."""
-    checkpoint = read_checkpoint(path)
+def stored_config(checkpoint: dict, path: str | Path) -> DictConfig:
+    """The config a checkpoint was trained with, its ``_target_``s checked against the allow-list
+    (a stored config names code too, like the command line)."""
     if CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{path}: checkpoint has no stored config (was it written by agelab.train?)")
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    check_targets(cfg, arguments=False)  # a stored config names code too: the same allow-list as the command line
+    check_targets(cfg, arguments=False)
+    return cfg
+
+
+def load_module(path: str | Path, checkpoint: dict | None = None) -> tuple[AgeModule, DictConfig]:
+    """(AgeModule in eval mode with the trained weights, the config it was trained with).
+    ``checkpoint``: the file's contents when the caller has read it already."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    cfg = stored_config(checkpoint, path)
     model = instantiate(without_pretrained_weights(cfg.model))  # the checkpoint holds the trained weights
     head = instantiate(cfg.head, in_features=model.out_features)
     module = AgeModule(model=model, head=head, optimizer=None, channels_last=False)

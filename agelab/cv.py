@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR, hydra_node
 from agelab.data.splits import lopo_folds, lopo_split
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     from agelab.train import build_module, require_accelerator, require_training_setup, train
 
     folds = cfg.get("folds")
-    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
-        raise ConfigError(f"folds must be an integer >= 2 (or null: all the data's folds), got {folds!r}")
+    require_int("folds", folds, 2, allow_none=True)  # null: all the data's folds
     data_name = OmegaConf.select(hydra_node(cfg), "runtime.choices.data", default="?")
     if not reads_fold(cfg.data):
         raise ConfigError(f"data={data_name} does not read data.fold, so every "

@@ -11,3 +11,13 @@ class ConfigError(AgelabError):
 
 class DataError(AgelabError):
     """A dataset file is missing or malformed; the message names the file."""
+
+
+def require_int(name: str, value, minimum: int, allow_none: bool = False) -> None:
+    """ConfigError unless ``value`` is a whole number >= ``minimum`` (``True`` is not a number here;
+    with ``allow_none``, null is accepted too)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = f"an integer >= {minimum}" if minimum != 1 else "a positive integer"
+        raise ConfigError(f"{name} must be {'null or ' if allow_none else ''}{wanted}, got {value!r}")

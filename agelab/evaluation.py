@@ -212,19 +212,15 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     import pytorch_lightning as pl
     from mlflow.tracking import MlflowClient
 
-    from agelab.checkpoint import load_module, read_checkpoint
+    from agelab.checkpoint import load_module, read_checkpoint, stored_config
     from agelab.config import check_targets, hydra_node
-    from agelab.tracking import CONFIG_KEY, RUN_ID_KEY, mlflow_logger
+    from agelab.tracking import RUN_ID_KEY, mlflow_logger
     from agelab.train import require_accelerator
 
     require_accelerator(cfg)
     stored = read_checkpoint(ckpt)
-    if CONFIG_KEY not in stored:
-        raise ConfigError(f"{ckpt}: checkpoint has no stored config (was it written by agelab.train?)")
-    train_cfg = OmegaConf.create(stored[CONFIG_KEY])
-    check_targets(train_cfg, arguments=False)  # the checkpoint's config names code too: same allow-list as a YAML file
+    train_cfg = stored_config(stored, ckpt)
     trained_run_id = stored.get(RUN_ID_KEY)
-    del stored
 
     overrides = command_line_overrides(cfg)
     from_checkpoint = data_from_checkpoint(cfg, overrides)
@@ -232,7 +228,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     check_targets(data_cfg)
     check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
     pl.seed_everything(cfg.get("seed", 0), workers=True)
-    module, _ = load_module(ckpt)
+    module, _ = load_module(ckpt, stored)
+    del stored
     datamodule = instantiate(data_cfg)
     serve_split_as_test(datamodule, cfg.split)
 

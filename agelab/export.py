@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 from agelab.exporting.pipeline import ExportResult, export_checkpoint, format_table
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,8 @@ def export(cfg: DictConfig) -> ExportResult:
     if not cfg.get("ckpt"):
         raise ConfigError("ckpt: give the checkpoint to export, e.g. ckpt=logs/train/runs/<time>/checkpoints/last.ckpt")
     for key, low in {"calibration_size": 1, "latency_runs": 0, "latency_warmup": 0}.items():
-        if not isinstance(cfg[key], int) or cfg[key] < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {cfg[key]!r}")
-    if cfg.check_size is not None and (not isinstance(cfg.check_size, int) or cfg.check_size < 1):
-        raise ConfigError(f"check_size must be null or an integer >= 1, got {cfg.check_size!r}")
+        require_int(key, cfg[key], low)
+    require_int("check_size", cfg.check_size, 1, allow_none=True)
     result, train_cfg = export_checkpoint(cfg.ckpt, cfg.out_dir, calibration_size=cfg.calibration_size,
                                           check_limit=cfg.check_size, latency_runs=cfg.latency_runs,
                                           latency_warmup=cfg.latency_warmup)

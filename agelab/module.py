@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from agelab.errors import AgelabError, ConfigError
+from agelab.errors import AgelabError, ConfigError, require_int
 from agelab.groups import NUM_GROUPS
 from agelab.heads.base import Head
 from agelab.heads.ce import group_targets
@@ -91,8 +91,7 @@ class AgeModule(pl.LightningModule):
             raise ConfigError(f"module.scheduler_interval must be one of {', '.join(INTERVALS)}, got {scheduler_interval!r}")
         if loss_weights not in LOSS_WEIGHTS:
             raise ConfigError(f"module.loss_weights must be null or inverse_frequency, got {loss_weights!r}")
-        if not isinstance(freeze_epochs, int) or freeze_epochs < 0:
-            raise ConfigError(f"module.freeze_epochs must be an integer >= 0, got {freeze_epochs!r}")
+        require_int("module.freeze_epochs", freeze_epochs, 0)
         if optimizer is not None:
             check_optimizer(optimizer)
         self.channels_last = channels_last  # NHWC: faster convolutions on CPU and tensor cores

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agelab.cli import exit_with_error, run_main, run_or_exit
 from agelab.config import CONF_DIR
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ def predict(cfg: DictConfig):
 
     sources = input_paths(cfg.get("input"))
     for key in ("threads", "input_size"):
-        if cfg.get(key) is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
-            raise ConfigError(f"{key} must be null or an integer >= 1, got {cfg[key]!r}")
+        require_int(key, cfg.get(key), 1, allow_none=True)
     for key in ("tta_flip", "annotate"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")

@@ -44,7 +44,7 @@ def test_dispatcher_knows_its_subcommands(capsys):
     assert "unknown subcommand 'nope'" in capsys.readouterr().err
     assert main(["--help"]) == 0 and "infer" in capsys.readouterr().out
     assert main(["infer", "model=smlf_small", "--batch", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: batch must be an integer >= 1, got 0"
+    assert capsys.readouterr().err.strip() == "error: batch must be a positive integer, got 0"
 
 
 @pytest.fixture

@@ -66,3 +66,20 @@ def test_help_opens_with_the_usage_line(command):
     takes_groups = command in ("train", "prepare", "eval", "cv")  # the others list their options only
     assert ("== Configuration groups ==" in result.stdout) == takes_groups
     assert ("== Options ==" in result.stdout) == (not takes_groups)
+
+
+def test_whole_number_settings_refuse_booleans_floats_and_small_values():
+    from agelab.errors import ConfigError, require_int
+
+    for value, minimum in ((5, 1), (0, 0), (2, 2)):
+        require_int("x", value, minimum)
+    require_int("x", None, 1, allow_none=True)
+    for value, minimum, message in ((True, 1, "x must be a positive integer, got True"),
+                                    (2.0, 1, "x must be a positive integer, got 2.0"),
+                                    (-1, 0, "x must be an integer >= 0, got -1"),
+                                    (None, 2, "x must be an integer >= 2, got None")):
+        with pytest.raises(ConfigError) as caught:
+            require_int("x", value, minimum)
+        assert str(caught.value) == message
+    with pytest.raises(ConfigError, match=r"^x must be null or an integer >= 2, got 1$"):
+        require_int("x", 1, 2, allow_none=True)

@@ -128,7 +128,7 @@ def test_cv_refuses_data_without_folds(tmp_path):
         cross_validate(cfg)
     with open_dict(cfg):
         cfg.folds = 1
-    with pytest.raises(ConfigError, match="folds must be an integer >= 2"):
+    with pytest.raises(ConfigError, match="folds must be null or an integer >= 2"):
         cross_validate(cfg)
 
 

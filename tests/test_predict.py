@@ -375,7 +375,7 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
         "^input: no file or folder at /no/such/photo.jpg$": config("input=/no/such/photo.jpg", model),
         "^give exactly one model": config(f"input={photo}"),
         "^onnx: no model at /no/model.onnx$": config(f"input={photo}", "onnx=/no/model.onnx"),
-        "^video.every must be an integer >= 1, got 0$": config(f"input={photo}", model, "video.every=0"),
+        "^video.every must be a positive integer, got 0$": config(f"input={photo}", model, "video.every=0"),
         "^video.codec must be one of mp4v, MJPG": config(f"input={photo}", model, "video.codec=H264"),
         "^faces: scale_factor must be above 1": config(f"input={photo}", model, "faces.scale_factor=1.0"),
         "^faces.output_size: not a face setting": config(f"input={photo}", model, "+faces.output_size=99"),

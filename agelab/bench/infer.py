@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 
 from agelab.bench import DefaultsHelp
 from agelab.config import check_targets, compose_config, crop_margin
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 from agelab.exporting.checks import agreement
 from agelab.exporting.formats import export_onnx, file_mb
 from agelab.exporting.latency import onnx_latency_ms, torch_latency_ms
@@ -113,8 +113,7 @@ def bench_infer(overrides: list[str] = (), ckpt: str | None = None, runs: int = 
     ``sizes_mb`` and, with ``ckpt``, ``accuracy``."""
     counts = {"runs": runs, "batch_runs": batch_runs, "batch": batch, "calibration_size": calibration_size}
     for key, value in counts.items():
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
+        require_int(key, value, 1)
     wrapper, cfg, calibration, batches, name = build(list(overrides), ckpt, calibration_size)
     size = int(cfg.model.input_size)
     with tempfile.TemporaryDirectory() as tmp:

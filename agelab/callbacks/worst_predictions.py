@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from agelab.callbacks.figures import image_grid_figure, log_figure
-from agelab.errors import ConfigError
+from agelab.errors import require_int
 from agelab.groups import GROUP_NAMES
 
 FIGURE = "figures/worst_predictions.png"
@@ -54,8 +54,8 @@ class WorstPredictionsFigure(pl.Callback):
     error; group heads: furthest group), de-normalised with the eval transform's ``mean``/``std``."""
 
     def __init__(self, k: int = 16, cols: int = 4, mean: float = 0.5, std: float = 0.5):
-        if not isinstance(k, int) or k < 1 or not isinstance(cols, int) or cols < 1:
-            raise ConfigError(f"callbacks.worst_predictions: k and cols must be integers >= 1, got k={k!r}, cols={cols!r}")
+        require_int("callbacks.worst_predictions.k", k, 1)
+        require_int("callbacks.worst_predictions.cols", cols, 1)
         self.k, self.cols, self.mean, self.std = k, cols, mean, std
         self._hook = None
         self._logits: torch.Tensor | None = None

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 SCOPES = ("global", "layer")
@@ -75,8 +75,7 @@ class MagnitudePruning(pl.Callback):
     def __init__(self, amount: float = 0.5, ramp_epochs: int = 1, scope: str = "global", include_head: bool = True):
         if not 0.0 < amount < 1.0:
             raise ConfigError(f"prune.amount is the fraction of weights to zero, in (0, 1); got {amount!r}")
-        if not isinstance(ramp_epochs, int) or ramp_epochs < 0:
-            raise ConfigError(f"prune.ramp_epochs must be an integer >= 0, got {ramp_epochs!r}")
+        require_int("prune.ramp_epochs", ramp_epochs, 0)
         if scope not in SCOPES:
             raise ConfigError(f"prune.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         self.amount, self.ramp_epochs, self.scope, self.include_head = amount, ramp_epochs, scope, include_head

@@ -74,13 +74,14 @@ class CompressionReport(pl.Callback):
     def on_test_end(self, trainer, pl_module):
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
-        from agelab.checkpoint import eval_transform, load_module
+        from agelab.checkpoint import eval_transform, load_module, read_checkpoint
         from agelab.exporting.latency import torch_latency_ms
         from agelab.exporting.pipeline import EvalFaces
         from agelab.exporting.wrapper import ExportableAgeModel
-        from agelab.tracking import run_id_from_checkpoint
+        from agelab.tracking import RUN_ID_KEY
 
-        base, base_cfg = load_module(self.base_ckpt)
+        base_checkpoint = read_checkpoint(self.base_ckpt)
+        base, base_cfg = load_module(self.base_ckpt, base_checkpoint)
         best = best_checkpoint_path(trainer)
         compressed = load_module(best)[0] if best else pl_module
         datamodule = trainer.datamodule
@@ -112,7 +113,7 @@ class CompressionReport(pl.Callback):
                                           if np.isfinite(v)])
         client.set_tag(run_id, "compress.method", self.method)
         client.set_tag(run_id, "compress.base_ckpt", str(Path(self.base_ckpt).resolve()))  # as eval.ckpt
-        base_run = run_id_from_checkpoint(self.base_ckpt)
+        base_run = base_checkpoint.get(RUN_ID_KEY)
         if base_run:
             client.set_tag(run_id, "compress.base_run_id", base_run)
         client.log_text(run_id, self.table() + "\n", "compress/report.txt")

@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from agelab.data.attributes import gender_codes, race_codes
 from agelab.data.readers.base import require_root
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 
 
 class FaceDataset(Dataset):
@@ -103,11 +103,9 @@ class FaceDataModule(pl.LightningDataModule):
         if fold is not None and (not isinstance(fold, int) or fold < 0 or (folds is not None and fold >= folds)):
             span = f"0..{folds - 1}" if folds is not None else "an integer >= 0"
             raise ConfigError(f"data.fold must be {span}, got {fold!r}")
-        for name, value in {"data.batch_size": batch_size, "data.eval_batch_size": eval_batch_size or batch_size}.items():
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        require_int("data.batch_size", batch_size, 1)
+        require_int("data.eval_batch_size", eval_batch_size, 1, allow_none=True)
+        require_int("data.num_workers", num_workers, 0)
         if augment_on not in ("cpu", "device"):
             raise ConfigError(f"data.augment_on must be 'cpu' or 'device', got {augment_on!r}")
         if augment_on == "device" and (device_train_transform is None or device_eval_transform is None):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from agelab.data.cache import cache_exists, load_cache, save_cache
 from agelab.data.synth import SynthSpec, generate
-from agelab.errors import ConfigError
+from agelab.errors import require_int
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ class SynthSource:
         sizes = {"data.source.train_size": train_size, "data.source.val_size": val_size, "data.source.test_size": test_size,
                  "data.source.image_size": image_size}
         for name, value in sizes.items():
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            require_int(name, value, 1)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.spec = SynthSpec(count=train_size + val_size + test_size, size=image_size, seed=seed,
                               label_noise=label_noise)

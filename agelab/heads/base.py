@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agelab.errors import ConfigError
+from agelab.errors import require_int
 
 
 class Head(nn.Module):
@@ -44,8 +44,7 @@ class AgeHead(Head):
     """An age head: ages in 0..max_age (older labels are clamped to max_age)."""
 
     def __init__(self, in_features: int, num_outputs: int | None, max_age: int):
-        if not isinstance(max_age, int) or max_age < 1:
-            raise ConfigError(f"head.max_age must be an integer >= 1, got {max_age!r}")
+        require_int("head.max_age", max_age, 1)
         super().__init__(in_features, num_outputs)
         self.max_age = max_age
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 
 
 def iou(a, b) -> float:
@@ -38,8 +38,7 @@ class FaceTracker:
             raise ConfigError(f"video.smoothing.alpha must be in (0, 1], got {alpha}")
         if not 0 <= min_iou < 1:
             raise ConfigError(f"video.smoothing.min_iou must be in [0, 1), got {min_iou}")
-        if not isinstance(max_missed, int) or max_missed < 0:
-            raise ConfigError(f"video.smoothing.max_missed must be an integer >= 0, got {max_missed!r}")
+        require_int("video.smoothing.max_missed", max_missed, 0)
         self.alpha, self.min_iou, self.max_missed = float(alpha), float(min_iou), max_missed
         self.tracks: list[Track] = []
         self.next_id = 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int
 from agelab.groups import GROUP_NAMES, age_to_group
 from agelab.inference.drawing import age_label, annotate
 from agelab.inference.results import face_row, status_row
@@ -29,10 +29,8 @@ class VideoOptions:
     smoothing: dict = field(default_factory=lambda: {"alpha": 0.3, "min_iou": 0.3, "max_missed": 5})
 
     def __post_init__(self):
-        if not isinstance(self.every, int) or self.every < 1:
-            raise ConfigError(f"video.every must be an integer >= 1, got {self.every!r}")
-        if self.max_frames is not None and (not isinstance(self.max_frames, int) or self.max_frames < 1):
-            raise ConfigError(f"video.max_frames must be null or an integer >= 1, got {self.max_frames!r}")
+        require_int("video.every", self.every, 1)
+        require_int("video.max_frames", self.max_frames, 1, allow_none=True)
         if self.codec not in CODECS:
             raise ConfigError(f"video.codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         FaceTracker(**self.smoothing)  # checks the smoothing values now, before any video is read
