@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 from pathlib import Path
 
@@ -224,6 +226,8 @@ TABLE_CASES = {
     "image_missing": (HEADER + _rows([30, 40]) + "gone.jpg,20,s9,f\nsub/also_gone.png,25,s8,f\n", 2,
                       {"missing_file": 2}),
     "empty_file": ("", DataError),
+    "trailing_comma_on_every_row": (HEADER + _rows([30, 40, 50]).replace("\n", ",\n"), 3, {}),
+    "too_many_fields": (HEADER + _rows([30, 40]) + "img2.jpg,50,s2,m,extra\n", 2, {"bad_row": 1}),
 }
 
 
@@ -298,6 +302,8 @@ def test_read_table_fuzz(tmp_path, seed):
     except (DataError, ConfigError) as exc:
         assert "labels.csv" in str(exc) and "\n" not in str(exc)
         return
-    data_rows = len(pd.read_csv(root / "labels.csv", dtype=str, keep_default_na=False))
+    # Every data row, those longer than the header too (read_table drops them as bad_row).
+    width = len(next(csv.reader(io.StringIO(text))))
+    data_rows = len(pd.read_csv(root / "labels.csv", dtype=str, keep_default_na=False, usecols=range(width)))
     assert isinstance(result, ReadResult)
     assert len(result.records) + sum(result.dropped.values()) == data_rows

@@ -63,3 +63,17 @@ def test_missing_files_and_bad_target(tmp_path):
     assert set(read_appa(tmp_path, splits=("train", "test")).records["split"]) == {"train", "test"}
     with pytest.raises(ConfigError, match="target"):
         read_appa(tmp_path, target="mean")
+
+
+def test_broken_rows_are_bad_rows_and_a_trailing_comma_is_fine(tmp_path):
+    write_appa(tmp_path)
+    train = tmp_path / "gt_avg_train.csv"
+    train.write_text(HEADER + "\n" + "".join(f"{row},\n" for row in FILES["train"]))
+    valid = tmp_path / "gt_avg_valid.csv"
+    valid.write_text("\n".join([HEADER, FILES["valid"][0], "004114.jpg,30",    # cut short: no age columns
+                                 "004115.jpg,30,40.1,5.0,41,7"]) + "\n")    # one field too many
+    result = read_appa(tmp_path)
+    assert result.dropped == {"bad_row": 2, "missing_file": 1}
+    assert result.drops.values.tolist()[:2] == [[f"{valid}:4", "bad_row"], [f"{valid}:3", "bad_row"]]
+    assert result.records["split"].tolist() == ["train", "train", "train", "val", "test"]
+    assert result.records["age"].tolist() == [4, 18, 80, 28, 59]

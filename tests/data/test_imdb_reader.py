@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from agelab.data.readers import read_imdb
 from agelab.data.readers.imdb import age_at_photo, datenum_to_date
 from agelab.errors import ConfigError, DataError
+
+from conftest import compose_config
 
 NAN, INF = float("nan"), float("inf")
 
@@ -54,7 +58,7 @@ IMDB_ROWS = [
          name="Fred Astaire", celeb=1),                                                   # 29: birthday after 1 July
     dict(path="02/nm0000002_rm3_1975-7-1_2000.jpg", dob=datenum(date(1975, 7, 1), 0.75), taken=2000, gender=0,
          name="Lauren Bacall", celeb=2),                                                  # 25: born on 1 July
-    dict(path="02/nm0000002_rm4.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, score=-INF, celeb=2),  # no_face
+    dict(path="02/nm0000002_rm4.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, score=-INF, celeb=2),  # no_face_score
     dict(path="02/nm0000002_rm5.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, score=0.5, celeb=2),   # low score
     dict(path="02/nm0000002_rm6.jpg", dob=datenum(date(1975, 7, 1)), taken=2000, second=2.5, celeb=2),  # second face
     dict(path="02/nm0000002_rm7.jpg", dob=100.0, taken=2000, celeb=2),                                  # bad_dob
@@ -67,7 +71,7 @@ WIKI_ROWS = [
     dict(path="17/10000217_1981-05-05_2009.jpg", dob=datenum(date(1981, 5, 5)), taken=2009, gender=0,
          name="Alice Example"),                                                           # 28
     dict(path="48/10000548_1925-04-04_1964.jpg", dob=datenum(date(1925, 4, 4)), taken=1964, gender=1),  # 39, no name
-    dict(path="12/100012_1948-07-03_2008.jpg", dob=datenum(date(1948, 7, 3)), taken=2008, score=-INF),  # no_face
+    dict(path="12/100012_1948-07-03_2008.jpg", dob=datenum(date(1948, 7, 3)), taken=2008, score=-INF),  # no_face_score
 ]
 
 
@@ -109,16 +113,16 @@ def test_datenum_conversion_matches_the_standard_formula():
 
 def test_cleaning_rules_and_ages(imdb_root):
     result = read_imdb(imdb_root)
-    assert result.dropped == {"no_face": 2, "low_face_score": 1, "second_face": 1, "bad_dob": 1,
+    assert result.dropped == {"no_face_score": 2, "low_face_score": 1, "second_face": 1, "bad_dob": 1,
                               "age_out_of_range": 2, "missing_file": 1}
     crop = imdb_root / "imdb_crop"  # each drop named by its image
     assert result.drops.values.tolist() == [
-        [str(crop / "02/nm0000002_rm4.jpg"), "no_face"], [str(crop / "02/nm0000002_rm5.jpg"), "low_face_score"],
+        [str(crop / "02/nm0000002_rm4.jpg"), "no_face_score"], [str(crop / "02/nm0000002_rm5.jpg"), "low_face_score"],
         [str(crop / "02/nm0000002_rm6.jpg"), "second_face"], [str(crop / "02/nm0000002_rm7.jpg"), "bad_dob"],
         [str(crop / "02/nm0000002_rm8.jpg"), "age_out_of_range"],
         [str(crop / "02/nm0000002_rm9.jpg"), "age_out_of_range"],
         [str(crop / "03/nm0000003_missing.jpg"), "missing_file"],
-        [str(imdb_root / "wiki_crop" / WIKI_ROWS[2]["path"]), "no_face"]]
+        [str(imdb_root / "wiki_crop" / WIKI_ROWS[2]["path"]), "no_face_score"]]
     records = result.records
     assert records["age"].tolist() == [30, 29, 25, 50, 28, 39]
     assert records["group"].tolist() == [4, 4, 4, 6, 4, 5]
@@ -135,7 +139,7 @@ def test_cleaning_rules_and_ages(imdb_root):
     assert records["path"].iloc[0] == str(imdb_root / "imdb_crop" / IMDB_ROWS[0]["path"])
     assert records["path"].iloc[3] == str(imdb_root / IMDB_ROWS[-1]["path"])
     assert result.counts() == {"kept": 6, "dropped": 8, "dropped/age_out_of_range": 2, "dropped/bad_dob": 1,
-                               "dropped/low_face_score": 1, "dropped/missing_file": 1, "dropped/no_face": 2,
+                               "dropped/low_face_score": 1, "dropped/missing_file": 1, "dropped/no_face_score": 2,
                                "dropped/second_face": 1}
 
 
@@ -154,10 +158,10 @@ def test_full_images_give_face_boxes(tmp_path):
 
 def test_options(imdb_root):
     relaxed = read_imdb(imdb_root, sources=("imdb",), min_face_score=0.0, allow_second_face=True, max_age=120)
-    assert relaxed.dropped == {"no_face": 1, "bad_dob": 1, "age_out_of_range": 1, "missing_file": 1}
+    assert relaxed.dropped == {"no_face_score": 1, "bad_dob": 1, "age_out_of_range": 1, "missing_file": 1}
     assert relaxed.records["age"].tolist() == [30, 29, 25, 25, 25, 120, 50]
     wiki = read_imdb(imdb_root, sources="wiki", min_age=30)
-    assert wiki.records["age"].tolist() == [39] and wiki.dropped == {"no_face": 1, "age_out_of_range": 1}
+    assert wiki.records["age"].tolist() == [39] and wiki.dropped == {"no_face_score": 1, "age_out_of_range": 1}
 
 
 def test_extra_dirs_are_appended(imdb_root, tmp_path_factory):
@@ -177,7 +181,7 @@ def test_extra_dirs_are_appended(imdb_root, tmp_path_factory):
     assert records["age"].tolist() == [28, 39, 23, 61]
     assert records["subject"].iloc[2] == "p1" and records["gender"].iloc[2] == "f"
     assert records["path"].iloc[2] == str(extra / "faces" / "a.jpg")
-    assert result.dropped == {"no_face": 1, "bad_age": 1, "age_out_of_range": 1, "missing_file": 1}
+    assert result.dropped == {"no_face_score": 1, "bad_age": 1, "age_out_of_range": 1, "missing_file": 1}
     assert result.drops.values.tolist()[1:] == [  # the extra set's drops by line / path, after wiki's
         [f"{extra / 'labels.csv'}:3", "bad_age"], [str(extra / "faces" / "d.jpg"), "missing_file"],
         [str(extra / "faces" / "c.jpg"), "age_out_of_range"]]
@@ -197,3 +201,70 @@ def test_missing_files_and_bad_options(tmp_path):
     scipy.io.savemat(tmp_path / "imdb.mat", {"other": np.zeros((1, 3))})
     with pytest.raises(DataError, match="no struct named 'imdb'"):
         read_imdb(tmp_path, sources=("imdb",))
+
+
+def write_crop_tars(root: Path) -> Path:
+    """root as imdb_crop.tar and wiki_crop.tar unpack: <source>_crop/<source>.mat beside NN/*.jpg."""
+    for source, rows in (("imdb", IMDB_ROWS), ("wiki", WIKI_ROWS)):
+        crop = root / f"{source}_crop"
+        crop.mkdir(parents=True)
+        write_mat(crop / f"{source}.mat", source, rows, celeb=source == "imdb")
+        for row in rows:
+            if "missing" not in row["path"]:
+                (crop / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (crop / row["path"]).write_bytes(b"")
+    return root
+
+
+def test_the_crop_tars_layout_is_read_from_the_folder_holding_both(tmp_path):
+    root = write_crop_tars(tmp_path)
+    result = read_imdb(root)
+    assert result.dropped == {"no_face_score": 2, "low_face_score": 1, "second_face": 1, "bad_dob": 1,
+                              "age_out_of_range": 2, "missing_file": 1}
+    assert result.records["age"].tolist() == [30, 29, 25, 50, 28, 39]
+    assert result.records["path"].tolist() == (
+        [str(root / "imdb_crop" / IMDB_ROWS[i]["path"]) for i in (0, 1, 2, 10)]
+        + [str(root / "wiki_crop" / WIKI_ROWS[i]["path"]) for i in (0, 1)])
+    assert result.drops.values.tolist()[-2:] == [
+        [str(root / "imdb_crop" / "03/nm0000003_missing.jpg"), "missing_file"],
+        [str(root / "wiki_crop" / WIKI_ROWS[2]["path"]), "no_face_score"]]
+    # data.root may also be one of the crop folders itself.
+    assert len(read_imdb(root / "wiki_crop", sources="wiki").records) == 2
+
+
+def test_the_configs_find_the_crop_tars_layout(tmp_path):
+    root = write_crop_tars(tmp_path / "imdb-wiki")
+    for overrides, reader in ((["data=imdb"], "reader"), (["data=imdb_morph2", "data.source.test_root=/nope"],
+                                                          "train.reader")):
+        cfg = compose_config(tmp_path, [*overrides, f"data.root={root}"])
+        result = instantiate(OmegaConf.select(cfg.data.source, reader))()
+        assert result.counts()["kept"] == 6 and result.counts()["dropped/no_face_score"] == 2
+
+
+def test_the_full_photo_release_keeps_its_mat_in_its_folder(tmp_path):
+    (tmp_path / "imdb").mkdir()
+    write_mat(tmp_path / "imdb" / "imdb.mat", "imdb", IMDB_ROWS[:3], celeb=True)
+    for row in IMDB_ROWS[:2]:
+        (tmp_path / "imdb" / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imdb" / row["path"]).write_bytes(b"")
+    result = read_imdb(tmp_path, sources="imdb", full_images=True)
+    assert result.records["path"].tolist() == [str(tmp_path / "imdb" / r["path"]) for r in IMDB_ROWS[:2]]
+    assert result.drops.values.tolist() == [[str(tmp_path / "imdb" / IMDB_ROWS[2]["path"]), "missing_file"]]
+
+
+def test_a_missing_mat_names_every_place_looked_at(tmp_path):
+    (tmp_path / "imdb_crop" / "01").mkdir(parents=True)  # images but no imdb.mat
+    with pytest.raises(DataError) as info:
+        read_imdb(tmp_path, sources="imdb")
+    assert str(info.value) == (f"imdb: expected label file imdb.mat in {tmp_path}, {tmp_path / 'imdb_crop'}, "
+                               f"{tmp_path / 'imdb'} (not found)")
+
+
+def test_a_v73_mat_is_refused_with_how_to_resave_it(tmp_path):
+    # A MATLAB v7.3 file is HDF5 behind a 128-byte MATLAB header whose version is 0x0200.
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    (tmp_path / "imdb.mat").write_bytes(header.ljust(124, b" ") + b"\x00\x02IM" + b"\x89HDF\r\n\x1a\n" + bytes(512))
+    with pytest.raises(DataError) as info:
+        read_imdb(tmp_path, sources="imdb")
+    assert str(info.value) == (f"imdb: {tmp_path / 'imdb.mat'} is a MATLAB v7.3 (HDF5) file; "
+                               "re-save it in MATLAB with save(..., '-v7')")

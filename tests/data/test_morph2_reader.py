@@ -73,3 +73,25 @@ def test_a_label_csv_without_photo_is_named_with_what_it_lacks(tmp_path):
     assert f"{labels} lacks columns ['photo']" in message
     assert f"{tmp_path / 'notes.csv'} lacks columns ['age', 'id_num', 'photo']" in message
     assert "picture_num" not in message  # only the required columns are asked for
+
+
+def test_a_trailing_comma_on_every_row_reads_as_without(tmp_path):
+    write_morph2(tmp_path)
+    csv = tmp_path / "morph_2008_nonCommercial.csv"
+    csv.write_text(HEADER + "\n" + "".join(f"{line},\n" for line in ROWS))
+    result = read_morph2(tmp_path)
+    assert result.dropped == {"bad_age": 1, "bad_row": 1, "missing_file": 1}
+    assert result.records["path"].iloc[1] == str(tmp_path / "Album2" / "070081_2M36.JPG")
+    assert result.records["age"].tolist() == [17, 36, 55, 62]
+
+
+def test_a_row_with_too_many_fields_is_a_bad_row(tmp_path):
+    write_morph2(tmp_path)
+    csv = tmp_path / "morph_2008_nonCommercial.csv"
+    rows = [*ROWS]
+    rows[1] = rows[1].replace(",B,M,", ",B,M,x,")  # 12 fields: every later column shifted
+    csv.write_text("\n".join([HEADER, *rows]) + "\n")
+    result = read_morph2(tmp_path)
+    assert result.dropped == {"bad_age": 1, "bad_row": 2, "missing_file": 1}
+    assert result.drops.values.tolist()[:2] == [[f"{csv}:3", "bad_row"], [f"{csv}:6", "bad_row"]]
+    assert result.records["age"].tolist() == [17, 55, 62]

@@ -65,3 +65,33 @@ def test_group_only_table_and_errors(tmp_path):
     (tmp_path / "labels.csv").write_text("file,years\na.jpg,3\n")
     with pytest.raises(DataError, match="needs a 'path' column"):
         read_table(tmp_path)
+
+
+def test_a_trailing_comma_on_every_row_keeps_the_paths(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("path,age,subject\na.jpg,30,anna,\nb.jpg,41,bob,\n")
+    result = read_table(tmp_path)
+    assert result.dropped == {}
+    assert result.records["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert result.records["age"].tolist() == [30, 41] and result.records["subject"].tolist() == ["anna", "bob"]
+
+
+def test_a_row_with_too_many_fields_is_dropped_and_the_rest_read(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text(
+        "path,age,subject\n"
+        "a.jpg,30,anna\n"
+        "b.jpg,41,Smith, Bob\n"     # bad_row: an unquoted comma
+        "c.jpg,52,carl,\n"           # an empty field past the header: fine
+        "\n"
+        "d.jpg,63,dora,x,y\n"        # bad_row
+        "a.jpg,abc,anna\n")          # bad_age, after the dropped rows: still named by its line
+    result = read_table(tmp_path)
+    csv = tmp_path / "labels.csv"
+    assert result.dropped == {"bad_row": 2, "bad_age": 1}
+    assert result.drops.values.tolist() == [[f"{csv}:3", "bad_row"], [f"{csv}:6", "bad_row"],
+                                            [f"{csv}:7", "bad_age"]]
+    assert result.records["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg")]
+    assert result.records["age"].tolist() == [30, 52]

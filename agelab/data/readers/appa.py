@@ -7,8 +7,9 @@ back to the crop when the full image is absent.
 
 ``target`` picks the training age: "real" (real_age) or "apparent" (apparent_age_avg); both are
 kept as columns. ``split`` is train / val / test (from train / valid / test); use
-agelab.data.splits.predefined_split to keep it. Drops: ``bad_age`` (chosen age not a number in
-0..120), ``bad_row`` (empty file_name), ``missing_file``.
+agelab.data.splits.predefined_split to keep it. Drops: ``bad_row`` (empty file_name, none of the three
+age columns filled, or more fields than the header), ``bad_age`` (chosen age not a number in 0..120),
+``missing_file``.
 APPA-REAL has no identities: ``subject`` is the file name (unique over the three files).
 """
 
@@ -22,7 +23,8 @@ from agelab.data.readers.base import (
 from agelab.errors import ConfigError, DataError
 
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
-REQUIRED = {"file_name", "apparent_age_avg", "apparent_age_std", "real_age"}
+AGE_COLUMNS = ["apparent_age_avg", "apparent_age_std", "real_age"]
+REQUIRED = {"file_name", *AGE_COLUMNS}
 
 
 def read_appa(root, target: str = "real", splits=("train", "valid", "test"), face_crops: bool = False) -> ReadResult:
@@ -35,7 +37,7 @@ def read_appa(root, target: str = "real", splits=("train", "valid", "test"), fac
     drops, parts = [], []
     for split in splits:
         csv_path = require_file(root / f"gt_avg_{split}.csv", "appa")
-        table = read_csv_text(csv_path, "appa")
+        table, bad_rows = read_csv_text(csv_path, "appa")
         missing = REQUIRED - set(table.columns)
         if missing:
             raise DataError(f"appa: {csv_path} lacks columns {sorted(missing)}")
@@ -43,9 +45,10 @@ def read_appa(root, target: str = "real", splits=("train", "valid", "test"), fac
         real = pd.to_numeric(table["real_age"], errors="coerce")
         apparent = pd.to_numeric(table["apparent_age_avg"], errors="coerce")
         age = real if target == "real" else apparent
-        bad_row = names == ""
+        # A row cut short before its age columns is a broken row, not a bad age.
+        bad_row = (names == "") | (table[AGE_COLUMNS] == "").all(axis=1)
         bad_age = ~bad_row & ~age.between(0, 120)
-        drops += dropped_lines("bad_row", bad_row, csv_path) + dropped_lines("bad_age", bad_age, csv_path)
+        drops += bad_rows + dropped_lines("bad_row", bad_row, csv_path) + dropped_lines("bad_age", bad_age, csv_path)
         keep = ~bad_row & ~bad_age
         folder = root / split
         choices = ((lambda n: (folder / f"{n}_face.jpg",)) if face_crops

@@ -18,6 +18,7 @@ many (``path``: the image for a file problem or where the image carries the labe
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,19 +95,34 @@ def require_file(path: Path, name: str) -> Path:
     return path
 
 
-def read_csv_text(path: Path, name: str) -> pd.DataFrame:
-    """A CSV as a table of stripped str cells (empty cells are ''), or DataError naming the file.
-    Blank lines are left out but counted: a row's index is its file line - 2 (header = line 1)."""
+def read_csv_text(path: Path, name: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """A CSV as a table of stripped str cells (empty cells are ''), and its ``bad_row`` drops; DataError
+    naming the file when it cannot be parsed at all.
+
+    Blank lines are left out but counted: a row's index is its file line - 2 (header = line 1).
+    Empty fields past the header's width (a trailing comma) are ignored; a row that fills more fields
+    than the header has (e.g. an unquoted comma) is dropped as ``bad_row``, named ``<csv>:<line>``.
+    """
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        # A csv pre-pass finds the long rows: pandas' python engine (on_bad_lines=callable) is slower
+        # and silently cuts a long row short when the first row ends in a comma.
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f, skipinitialspace=True)
+            width = len(next(rows, []))
+            too_long = [i for i, row in enumerate(rows) if any(cell.strip() for cell in row[width:])]
+        # usecols: pandas keeps the first `width` fields of a longer row instead of stopping at it;
+        # index_col=False: a trailing comma on every row must not make the first column the index.
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False,
+                            index_col=False, usecols=range(width) if width else None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: cannot parse {path}: {str(exc).splitlines()[0]}") from None
     table.columns = [str(c).strip() for c in table.columns]
-    table = table.reset_index(drop=True)  # (rows longer than the header make pandas index by the first cells)
+    table = table.drop(index=too_long, errors="ignore")
+    drops = [(f"{path}:{i + 2}", "bad_row") for i in too_long]
     if not len(table.columns):
-        return table
+        return table, drops
     table = table.apply(lambda column: column.str.strip())
-    return table[(table != "").any(axis=1)]
+    return table[(table != "").any(axis=1)], drops
 
 
 def groups_of(ages) -> np.ndarray:

@@ -6,21 +6,24 @@ folder), ``gender`` (0 f, 1 m, NaN), ``name``, ``face_location`` (cell of [x1 y1
 ``face_score`` (-Inf = no face), ``second_face_score`` (NaN = none), and for imdb ``celeb_id`` /
 ``celeb_names``.
 
-Images: by default the face-crop release, ``<root>/imdb_crop/<full_path>`` (or
-``wiki_crop``), or directly ``<root>/<full_path>`` when root is that folder itself (the crop tars
-unpack with the .mat inside). face_location is given in the pixels of the original photo, so for
-crops it is kept only as ``location_x1..location_y2`` and the face is left to the detector. With
-``full_images=True`` the images are the original photos, ``<root>/imdb/<full_path>`` (or ``wiki``)
-or ``<root>/<full_path>``, and face_location becomes the face box ``box_x1..box_y2``.
+The label file is looked for at ``<root>/imdb.mat``, then ``<root>/imdb_crop/imdb.mat`` (where the
+crop tar unpacks it, beside ``NN/*.jpg``), then ``<root>/imdb/imdb.mat`` (the full-photo release);
+likewise ``wiki``. Images: by default the face-crop release, ``<root>/imdb_crop/<full_path>`` (or
+``wiki_crop``), or directly ``<root>/<full_path>`` when root is that folder itself. face_location is
+given in the pixels of the original photo, so for crops it is kept only as
+``location_x1..location_y2`` and the face is left to the detector. With ``full_images=True`` the
+images are the original photos, ``<root>/imdb/<full_path>`` (or ``wiki``) or ``<root>/<full_path>``,
+and face_location becomes the face box ``box_x1..box_y2``.
 
 Age: the photo is taken as shot on 1 July of ``photo_taken``, so age = photo_taken - birth year,
 minus one when the birthday falls after 1 July. The birth date comes from the datenum as
 ``datetime.fromordinal(int(dob)) + timedelta(days=dob % 1) - timedelta(days=366)`` (done in numpy).
 
 Cleaning, each dropped row counted once under the first rule it fails, in this order:
-``no_face`` (face_score -Inf or NaN), ``low_face_score`` (< min_face_score), ``second_face``
-(a second face found, unless allow_second_face), ``bad_dob`` (no usable birth date or photo year),
-``age_out_of_range`` (outside min_age..max_age), ``missing_file``.
+``no_face_score`` (face_score -Inf or NaN: the release's detector found no face; named apart from the
+cropper's ``no_face``), ``low_face_score`` (< min_face_score), ``second_face`` (a second face found,
+unless allow_second_face), ``bad_dob`` (no usable birth date or photo year), ``age_out_of_range``
+(outside min_age..max_age), ``missing_file``.
 
 ``subject`` is ``imdb:<celeb_id>`` for imdb and ``wiki:<name>`` for wiki (the image path where the
 name is empty). ``source`` says which file a row came from.
@@ -39,7 +42,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from agelab.data.readers.base import ReadResult, dropped_at, finish, groups_of, require_dir, require_file
+from agelab.data.readers.base import ReadResult, dropped_at, finish, groups_of, require_dir
 from agelab.data.readers.table import read_table
 from agelab.errors import ConfigError, DataError
 
@@ -72,9 +75,21 @@ def age_at_photo(dob, photo_taken) -> np.ndarray:
     return np.where(np.isnat(dates) | ~np.isfinite(taken), np.nan, age)
 
 
+def find_mat(root: Path, source: str) -> Path:
+    """``<source>.mat`` in root, in ``<source>_crop/`` (as the crop tar unpacks) or in ``<source>/``."""
+    places = [root, root / f"{source}_crop", root / source]
+    for folder in places:
+        if (folder / f"{source}.mat").is_file():
+            return folder / f"{source}.mat"
+    raise DataError(f"imdb: expected label file {source}.mat in {', '.join(map(str, places))} (not found)")
+
+
 def _struct(mat_path: Path, key: str):
     try:
         mat = scipy.io.loadmat(mat_path)
+    except NotImplementedError:  # scipy reads MATLAB v4 to v7.2 files only
+        raise DataError(f"imdb: {mat_path} is a MATLAB v7.3 (HDF5) file; re-save it in MATLAB with "
+                        "save(..., '-v7')") from None
     except Exception as exc:  # scipy raises several kinds for a broken file
         raise DataError(f"imdb: cannot read {mat_path}: {exc}") from None
     if key not in mat or mat[key].dtype.names is None:
@@ -113,7 +128,7 @@ def _boxes(cells, n: int) -> np.ndarray:
 def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: bool, min_age: float,
              max_age: float, full_images: bool = False) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Records and drops (image path, reason) of one .mat file."""
-    mat_path = require_file(root / f"{source}.mat", "imdb")
+    mat_path = find_mat(root, source)
     struct = _struct(mat_path, source)
     full_path = [_cell_str(c) for c in _field(struct, "full_path", mat_path)]
     n = len(full_path)
@@ -131,19 +146,20 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
 
     score, second = numbers["face_score"], numbers["second_face_score"]
     age = age_at_photo(numbers["dob"], numbers["photo_taken"])
-    no_face = ~np.isfinite(score)
-    low = ~no_face & (score < min_face_score)
-    has_second = ~no_face & ~low & ~np.isnan(second) & (not allow_second_face)
-    bad_dob = ~no_face & ~low & ~has_second & np.isnan(age)
-    out_of_range = ~no_face & ~low & ~has_second & ~bad_dob & ((age < min_age) | (age > max_age))
-    keep = ~(no_face | low | has_second | bad_dob | out_of_range)
+    no_score = ~np.isfinite(score)
+    low = ~no_score & (score < min_face_score)
+    has_second = ~no_score & ~low & ~np.isnan(second) & (not allow_second_face)
+    bad_dob = ~no_score & ~low & ~has_second & np.isnan(age)
+    out_of_range = ~no_score & ~low & ~has_second & ~bad_dob & ((age < min_age) | (age > max_age))
+    keep = ~(no_score | low | has_second | bad_dob | out_of_range)
+    # The release's image folder (where its tar also unpacks the .mat), or root when it is that folder.
     bases = (os.path.join(str(root), source if full_images else f"{source}_crop"), str(root))
 
     def image(i: int) -> str:  # a drop is named by its image (by its .mat entry where it has no path)
         return os.path.join(bases[0], full_path[i]) if full_path[i] else f"{mat_path}[{i}]"
 
     rows = np.arange(n)
-    drops = [d for reason, mask in (("no_face", no_face), ("low_face_score", low), ("second_face", has_second),
+    drops = [d for reason, mask in (("no_face_score", no_score), ("low_face_score", low), ("second_face", has_second),
                                     ("bad_dob", bad_dob), ("age_out_of_range", out_of_range))
              for d in dropped_at(reason, mask, rows, image)]
 

@@ -6,8 +6,8 @@ photo``, where ``photo`` is the image path relative to the dataset folder (e.g.
 sub-folders) that has these columns is used.
 
 An image is looked for at ``<root>/<photo>``, then ``<csv folder>/<photo>``, then by its bare file
-name directly under either folder. Drops: ``bad_row`` (no id_num or photo), ``bad_age`` (age not a
-number in 0..120), ``missing_file``.
+name directly under either folder. Drops: ``bad_row`` (no id_num or photo, or more fields than the
+header), ``bad_age`` (age not a number in 0..120), ``missing_file``.
 
 Columns: path, age, group, subject (= id_num), gender ('m'/'f' from M/F), race (as in the file:
 B, W, A, H, O), and the file's picture_num, dob, doa, facial_hair, age_diff, glasses, photo.
@@ -52,7 +52,7 @@ def find_csv(root: Path) -> Path:
 def read_morph2(root, csv_name: str | None = None) -> ReadResult:
     root = require_dir(root, "morph2")
     csv_path = find_csv(root) if csv_name is None else require_file(root / csv_name, "morph2")
-    table = read_csv_text(csv_path, "morph2")
+    table, drops = read_csv_text(csv_path, "morph2")
     missing = REQUIRED - set(table.columns)
     if missing:
         raise DataError(f"morph2: {csv_path} lacks columns {sorted(missing)}")
@@ -60,7 +60,7 @@ def read_morph2(root, csv_name: str | None = None) -> ReadResult:
     bad_row = (table["id_num"] == "") | (table["photo"] == "")
     ages = pd.to_numeric(table["age"], errors="coerce")
     bad_age = ~bad_row & ~ages.between(0, 120)
-    drops = dropped_lines("bad_row", bad_row, csv_path) + dropped_lines("bad_age", bad_age, csv_path)
+    drops += dropped_lines("bad_row", bad_row, csv_path) + dropped_lines("bad_age", bad_age, csv_path)
     keep = ~bad_row & ~bad_age
 
     def locate(photo: str):

@@ -4,6 +4,7 @@ Columns: ``path`` (relative to the CSV's folder, or absolute) and ``age`` and/or
 optional ``subject`` and ``gender``; any other column is kept as it is.
 
 Rules, in the order they are applied (each dropped row counted once, under its first reason):
+- ``bad_row``: the row fills more fields than the header has (empty ones past it, a trailing comma, are fine).
 - ``bad_age``: the age is not a number, negative or above 120 (NaN ages are allowed only where a
   valid group is given; without an ``age`` column every row needs a group).
 - ``bad_group``: a group that is not an integer 0..7 (an empty group is fine where the age is valid).
@@ -36,16 +37,16 @@ _GENDERS = {"m": "m", "male": "m", "man": "m", "f": "f", "female": "f", "woman":
 def read_table(root, file: str = "labels.csv", name: str = "table") -> ReadResult:
     folder = require_dir(root, name)
     csv_path = require_file(folder / file, name)
-    table = read_csv_text(csv_path, name)
+    table, bad_rows = read_csv_text(csv_path, name)
     if "path" not in table or not ({"age", "group"} & set(table.columns)):
         raise DataError(f"{name}: {csv_path} needs a 'path' column and an 'age' or 'group' column, "
                         f"found {list(table.columns)}")
-    return parse_table(table, csv_path.parent, name=name, root=csv_path)
+    return parse_table(table, csv_path.parent, name=name, root=csv_path, drops=bad_rows)
 
 
-def parse_table(table: pd.DataFrame, base: Path, name: str, root) -> ReadResult:
+def parse_table(table: pd.DataFrame, base: Path, name: str, root, drops=()) -> ReadResult:
     """Apply the rules above to a table of str cells whose relative paths start at ``base``
-    (``root``: the CSV file, named with the line of each dropped label)."""
+    (``root``: the CSV file, named with the line of each dropped label; ``drops``: rows already dropped)."""
     n = len(table)
     age_text = table["age"].str.strip() if "age" in table else pd.Series([""] * n, index=table.index)
     # An empty or NaN-like age cell means "no age" (allowed where a group is given).
@@ -61,7 +62,7 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root) -> ReadResult:
     bad_age = (age_text != "") & ~valid_age
     bad_age |= (age_text == "") & ~has_group
     bad_group = ~bad_age & has_group & ~valid_group
-    drops = dropped_lines("bad_age", bad_age, root) + dropped_lines("bad_group", bad_group, root)
+    drops = [*drops, *dropped_lines("bad_age", bad_age, root), *dropped_lines("bad_group", bad_group, root)]
     keep = ~bad_age & ~bad_group
 
     paths = table["path"].str.strip().map(lambda p: os.path.normpath(os.path.join(base, p)) if p else "")
