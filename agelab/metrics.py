@@ -19,14 +19,12 @@ from torch import nn
 from torchmetrics import Metric
 
 from agelab.data.attributes import GENDER_CODES, RACE_NAMES
-from agelab.groups import GROUPS, NUM_GROUPS
+from agelab.groups import GROUP_BOUNDS, NUM_GROUPS
 
 # Age bands for the per-band MAE: 0-9, 10-19, ..., 60-69, 70+.
 BAND_EDGES = (10, 20, 30, 40, 50, 60, 70)
 BAND_NAMES = tuple(f"{lo}-{lo + 9}" for lo in (0, *BAND_EDGES[:-1])) + (f"{BAND_EDGES[-1]}plus",)
 GENDER_NAMES = tuple(GENDER_CODES)  # ("f", "m"): batch["gender"] 0 female, 1 male, -1 unknown
-# Midpoints between consecutive groups, as in agelab.groups.age_to_group (nearest group; ties go older).
-GROUP_BOUNDS = tuple((hi + GROUPS[i + 1][0]) / 2 for i, (_, hi) in enumerate(GROUPS[:-1]))
 
 
 def ages_to_groups(ages: torch.Tensor) -> torch.Tensor:

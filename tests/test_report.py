@@ -178,13 +178,13 @@ def test_markdown_and_csv_give_back_the_same_numbers(store, tmp_path, capsys):
 
 
 def test_model_size_and_export_columns(store):
-    from agelab.exporting.pipeline import num_params
+    from agelab.models.summary import count_params
     from agelab.train import build_module
 
     summary = build_report(report_cfg(store)).summary
     smlf, cnn, folds = row_of(summary, SMLF), row_of(summary, CNN), row_of(summary, FOLDS)
     module = build_module(compose_config(store.root, FAST))
-    expected = num_params(module.model) + num_params(module.head)
+    expected = count_params(module.model, module.head)
     assert smlf["params"] == stored(store, store.runs["smlf"], "model/params")[0] == expected
     assert smlf["weights_mb"] == pytest.approx(4 * (expected + sum(b.numel() for b in module.buffers()
                                                                    if b.is_floating_point())) / 1e6)

@@ -26,7 +26,8 @@ from agelab.errors import ConfigError, require_int
 from agelab.exporting.checks import agreement
 from agelab.exporting.formats import export_onnx, file_mb
 from agelab.exporting.latency import onnx_latency_ms, torch_latency_ms
-from agelab.exporting.pipeline import calibration_images, num_params, eval_batches
+from agelab.exporting.pipeline import calibration_images, eval_batches
+from agelab.models.summary import count_params
 from agelab.exporting.quantize import quantize_int8
 from agelab.exporting.runners import ort_runner, torch_runner, torch_threads
 from agelab.exporting.wrapper import ExportableAgeModel
@@ -120,7 +121,7 @@ def bench_infer(overrides: list[str] = (), ckpt: str | None = None, runs: int = 
         folder = Path(out_dir or tmp)
         fp32 = export_onnx(wrapper, folder / "model.onnx", size)
         int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
-        result = {"model": name, "input_size": size, "params": num_params(wrapper), "cpu": cpu_name(),
+        result = {"model": name, "input_size": size, "params": count_params(wrapper), "cpu": cpu_name(),
                   "threads_all": threads or all_threads(),
                   "sizes_mb": {"torch_fp32": state_dict_mb(wrapper), "onnx_fp32": file_mb(fp32),
                                "onnx_int8": file_mb(int8)},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from agelab.models.summary import forward_flops
+from agelab.models.summary import count_params, forward_flops
 
 BYTES_FP32 = 4
 
@@ -26,7 +26,7 @@ def network(pl_module: torch.nn.Module) -> torch.nn.Module:
 def model_size(module: torch.nn.Module) -> dict[str, float]:
     """Parameter count, and the fp32 weights in MB (10^6 bytes, as the export sizes): parameters
     plus floating-point buffers such as BatchNorm statistics, i.e. what a saved fp32 model holds."""
-    params = sum(p.numel() for p in module.parameters())
+    params = count_params(module)
     buffers = sum(b.numel() for b in module.buffers() if b.is_floating_point())
     return {"model/params": float(params), "model/size_mb": (params + buffers) * BYTES_FP32 / 1e6}
 

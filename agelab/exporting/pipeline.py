@@ -22,6 +22,7 @@ from agelab.exporting.latency import onnx_latency_ms, torch_latency_ms
 from agelab.exporting.quantize import quantize_int8
 from agelab.exporting.runners import ort_runner, torch_runner, torch_threads, torchscript_runner
 from agelab.exporting.wrapper import ExportableAgeModel
+from agelab.models.summary import count_params
 
 log = logging.getLogger(__name__)
 FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "torchscript": "model.ts"}
@@ -92,10 +93,6 @@ def eval_batches(datamodule, batch_size: int = 64) -> Iterable[dict]:
     return torch.utils.data.DataLoader(eval_dataset(datamodule, "test"), batch_size=batch_size, shuffle=False)
 
 
-def num_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, calibration: np.ndarray,
                  checks: Iterable[dict] | None = None, check_limit: int | None = None,
                  latency_runs: int = 50, latency_warmup: int = 10, metadata: dict[str, str] | None = None
@@ -121,7 +118,7 @@ def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, 
             write_metadata(files[kind], metadata or {})
         export_torchscript(wrapper, files["torchscript"], input_size)
         metrics = {f"{kind}_mb": file_mb(path) for kind, path in files.items()}
-        metrics["num_params"] = float(num_params(wrapper))
+        metrics["num_params"] = float(count_params(wrapper))
         metrics["calibration_faces"] = float(len(calibration))
         if checks is not None:
             runners = {"torch": torch_runner(wrapper), "fp32": ort_runner(files["fp32"], threads=1),

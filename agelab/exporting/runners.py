@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from agelab.exporting.wrapper import as_outputs
+from agelab.inference.onnx_session import ort_session
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 
@@ -46,16 +46,6 @@ def torchscript_runner(path: str | Path) -> Runner:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice
         return torch_runner(torch.jit.load(str(path), map_location="cpu"))
-
-
-def ort_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session; ``threads`` intra-op threads (None or 0: onnxruntime's default, all cores)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initializers etc. are noise here
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def ort_runner(path: str | Path, threads: int | None = None) -> Runner:

@@ -117,17 +117,13 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: str | Path, input_size: int | None = None, threads: int | None = None):
-        import onnxruntime as ort
+        from agelab.inference.onnx_session import ort_session
 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"onnx: no model at {path}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort_session(path, threads)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
             raise ConfigError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
         graph_input = self.session.get_inputs()[0]

@@ -180,6 +180,3 @@ def finish(records: pd.DataFrame, drops: list[tuple[str, str]], name: str, root,
     return ReadResult(records=records, dropped=dropped, mapped=mapped, name=name, root=str(root),
                       drops=pd.DataFrame(list(drops), columns=DROP_COLUMNS))
 
-
-def empty_records(extra: list[str] = ()) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in [*BASE_COLUMNS, *extra]})
