@@ -1,6 +1,6 @@
 """K-fold cross-validation: ``python -m agelab.cv experiment=levi_synth [folds=<k>]``.
 
-One training (agelab.train.train) per fold, ``data.fold = 0..folds-1``. ``folds`` left out (null) runs
+One training (agelab.training.train) per fold, ``data.fold = 0..folds-1``. ``folds`` left out (null) runs
 every fold the data has: one per subject for leave-one-person-out (FG-NET; the faces are cropped into the
 cache first to count them), ``data.folds`` for a dataset's own folds (Adience's 5), 5 for data that deals
 as many folds as asked (synth_kfold). More folds than the data has are refused; fewer are run with a
@@ -120,7 +120,7 @@ def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
 
 def cross_validate(cfg: DictConfig) -> dict[str, float]:
     """Train every fold under one parent MLflow run; returns the aggregated metrics."""
-    from agelab.train import build_module, require_accelerator, require_training_setup, train
+    from agelab.training import build_module, require_accelerator, require_training_setup, train
 
     folds = cfg.get("folds")
     require_int("folds", folds, 2, allow_none=True)  # null: all the data's folds

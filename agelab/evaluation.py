@@ -215,7 +215,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from agelab.checkpoint import load_module, read_checkpoint, stored_config
     from agelab.config import check_targets, hydra_node
     from agelab.tracking import RUN_ID_KEY, mlflow_logger
-    from agelab.train import require_accelerator
+    from agelab.training import require_accelerator
 
     require_accelerator(cfg)
     stored = read_checkpoint(ckpt)

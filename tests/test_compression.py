@@ -18,7 +18,7 @@ from agelab.compression.distill import DistillationModule, kl_distillation
 from agelab.compression.prune import cubic_sparsity, magnitude_masks, prunable_weights, sparsity_of
 from agelab.errors import ConfigError
 from agelab.tracking import RUN_ID_KEY
-from agelab.train import build_module, train
+from agelab.training import build_module, train
 
 from conftest import TINY
 

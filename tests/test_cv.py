@@ -141,14 +141,14 @@ def parent_run(root):
 
 @pytest.fixture
 def stub_train(monkeypatch):
-    """agelab.train.train replaced by a stub that records each fold and returns test/mae = the fold."""
+    """agelab.training.train replaced by a stub that records each fold and returns test/mae = the fold."""
     calls = []
 
     def train(cfg):
         calls.append((cfg.data.fold, OmegaConf.select(cfg, "data.source.folds")))
         return {"test/mae": float(cfg.data.fold), "val/mae": 1.0}
 
-    monkeypatch.setattr("agelab.train.train", train)
+    monkeypatch.setattr("agelab.training.train", train)
     return calls
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from agelab.data.cache import load_cache, save_cache
 from agelab.errors import ConfigError
-from agelab.train import train
+from agelab.training import train
 
 from conftest import TINY
 from conftest import compose_config as compose_with_hydra

@@ -23,7 +23,7 @@ from agelab.exporting.mlflow_log import register_onnx
 from agelab.exporting.pipeline import ExportResult, eval_batches, eval_dataset
 from agelab.exporting.runners import torch_threads
 from agelab.tracking import RUN_ID_KEY
-from agelab.train import train
+from agelab.training import train
 
 from conftest import TINY, compose_config
 

@@ -25,7 +25,7 @@ from agelab.callbacks.worst_predictions import prediction_errors, to_uint8_image
 from agelab.checkpoint import load_module
 from agelab.groups import GROUP_NAMES, age_to_group
 from agelab.metrics import BAND_NAMES
-from agelab.train import train
+from agelab.training import train
 
 from conftest import TINY, compose_config
 

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from agelab.train import train
+from agelab.training import train
 
 from conftest import TINY, compose_config
 from mlflow_ui_support import INSTALL_HINT, MlflowServer, chrome_driver, find_chromium, save_screenshot

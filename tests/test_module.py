@@ -258,7 +258,7 @@ def test_a_wrong_optimiser_value_stops_when_the_module_is_built(tmp_path, value,
     import re
 
     from agelab.cli import agelab_cause
-    from agelab.train import build_module
+    from agelab.training import build_module
 
     cfg = compose_config(tmp_path, [f"optimizer.lr={value}"])
     with pytest.raises(Exception) as info:  # Hydra wraps it; the entry points print the cause

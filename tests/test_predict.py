@@ -24,7 +24,7 @@ from agelab.errors import ConfigError
 from agelab.inference import (AgePredictor, FaceTracker, OnnxBackend, TorchBackend, VideoOptions, collect,
                               default_face_settings, eval_batch, iou, make_cropper, predict_input)
 from agelab.predict import hydra_quote, positional_input, predict
-from agelab.train import train
+from agelab.training import train
 
 from conftest import TINY, compose_config
 from test_faces import draw_face

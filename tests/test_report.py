@@ -45,7 +45,7 @@ def train_into(root: Path, name: str, experiment: str, *overrides: str) -> str:
     """A real training into the store under ``root``; returns its run id."""
     from agelab.checkpoint import read_checkpoint
     from agelab.tracking import RUN_ID_KEY
-    from agelab.train import train
+    from agelab.training import train
 
     cfg = compose_config(root, [*FAST, f"paths.output_dir={root / 'out' / name}",
                                 f"logger.experiment_name={experiment}", *overrides])
@@ -179,7 +179,7 @@ def test_markdown_and_csv_give_back_the_same_numbers(store, tmp_path, capsys):
 
 def test_model_size_and_export_columns(store):
     from agelab.models.summary import count_params
-    from agelab.train import build_module
+    from agelab.training import build_module
 
     summary = build_report(report_cfg(store)).summary
     smlf, cnn, folds = row_of(summary, SMLF), row_of(summary, CNN), row_of(summary, FOLDS)

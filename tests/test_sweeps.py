@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from agelab.config import CONF_DIR
 from agelab.store import sqlite_path
 from agelab.tracking import RetryingClient, mlflow_logger
-from agelab.train import train
+from agelab.training import train
 
 from conftest import compose_config
 

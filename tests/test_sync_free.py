@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from agelab.config import compose_config
 from agelab.metrics import AgeMetrics
-from agelab.train import build_module
+from agelab.training import build_module
 
 HEADS = ("ce", "coral", "corn", "dex", "dldl", "mean_variance", "multitask", "regression")
 META = torch.device("meta")

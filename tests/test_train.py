@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
 from agelab.errors import ConfigError
-from agelab.train import train
+from agelab.training import train
 
 from conftest import TINY, compose_config
 

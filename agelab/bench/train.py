@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from agelab.bench import DefaultsHelp
 from agelab.config import check_targets, compose_config, require_values
 from agelab.errors import ConfigError
-from agelab.train import build_module, require_accelerator
+from agelab.training import build_module, require_accelerator
 
 
 def _sync(device: torch.device) -> None:
