@@ -20,53 +20,6 @@ from agelab.config import CONF_DIR
 from agelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
-EXPERIMENT = "agelab-prepare"
-
-
-def counts_table(name: str, kept: int, dropped: dict[str, int]):
-    from rich.table import Table
-
-    total = kept + sum(dropped.values())
-    table = Table(title=f"{name}: faces kept and dropped")
-    table.add_column("outcome")
-    table.add_column("images", justify="right")
-    table.add_column("share", justify="right")
-    for label, n in [("kept", kept), *sorted(((f"dropped: {r}", n) for r, n in dropped.items()), key=lambda x: -x[1])]:
-        table.add_row(label, str(n), f"{n / total:.1%}" if total else "-")
-    table.add_row("total", str(total), "")
-    return table
-
-
-def log_counts(cfg: DictConfig, name: str, kept: int, dropped: dict[str, int], params: dict, drops=None) -> str:
-    """Log the counts as metrics of a new run in experiment agelab-prepare, and ``drops`` (a
-    DataFrame path, reason) as ``prepare/dropped.csv``; returns the run id."""
-    from mlflow.tracking import MlflowClient
-
-    from agelab.data.report import log_drops
-    from agelab.store import store_uri
-    from agelab.tracking import experiment_id, git_commit
-
-    root = Path(cfg.paths.root_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    tracking_uri = cfg.logger.get("tracking_uri") if "logger" in cfg and cfg.logger else None
-    client = MlflowClient(tracking_uri=store_uri(root, tracking_uri))
-    run = client.create_run(experiment_id(client, EXPERIMENT, root), run_name=f"prepare-{name}", tags={"data": name, "git_commit": git_commit()})
-    run_id = run.info.run_id
-    client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
-    client.log_metric(run_id, "prepare/kept", kept)
-    for reason, n in dropped.items():
-        client.log_metric(run_id, f"prepare/dropped/{reason}", n)
-    client.log_dict(run_id, {"kept": kept, "dropped": dropped}, "prepare/counts.json")
-    if drops is not None:
-        log_drops(client, run_id, drops, "prepare")
-    client.set_terminated(run_id)
-    return run_id
-
-
-def _param(key, value):
-    from mlflow.entities import Param
-
-    return Param(key, str(value)[:6000])
 
 
 def prepare(cfg: DictConfig) -> dict[str, int]:
@@ -75,8 +28,9 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
     if "data" not in cfg or "source" not in cfg.data:
         raise ConfigError("prepare needs data.source in the config (pick a dataset: data=<name>)")
-    from agelab.data.readers.base import require_root
     from agelab.data.prepared import DROPS_CSV
+    from agelab.data.readers.base import require_root
+    from agelab.data.report import PREPARE_EXPERIMENT, counts_table, log_prepare_run
 
     require_root(OmegaConf.select(cfg, "data.root"), OmegaConf.select(cfg, "data.layout"))  # as training says it
     source = instantiate(cfg.data.source)
@@ -105,8 +59,8 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
             params.update({f"faces.{k}": v for k, v in cropper.settings().items()})
         if "root" in cfg.data:
             params["data.root"] = OmegaConf.select(cfg, "data.root")
-        run_id = log_counts(cfg, name, kept, dropped, params, getattr(source, "drops", None))
-        log.info("counts logged to MLflow run %s (experiment %s)", run_id, EXPERIMENT)
+        run_id = log_prepare_run(cfg, name, kept, dropped, params, getattr(source, "drops", None))
+        log.info("counts logged to MLflow run %s (experiment %s)", run_id, PREPARE_EXPERIMENT)
     return {"kept": kept, **{f"dropped/{reason}": n for reason, n in dropped.items()}}
 
 

@@ -20,6 +20,7 @@ from agelab.data.prepare_cache import write_drops
 from agelab.data.prepared import format_counts
 
 SPLITS = ("train", "val", "test")
+PREPARE_EXPERIMENT = "agelab-prepare"  # where python -m agelab.prepare logs its counts
 TRAINING_RUN_DROPS = 50_000  # rows of dropped.csv a training run logs (the cache's own file has them all)
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,52 @@ class DataReport(pl.Callback):
             client, run_id = mlflow_run(trainer)
             if client is not None:
                 log_drops(client, run_id, drops, "data", limit=TRAINING_RUN_DROPS)
+
+
+# ------------------------------------------------------------ python -m agelab.prepare's report
+
+
+def counts_table(name: str, kept: int, dropped: dict[str, int]):
+    """A rich table: kept, each drop reason (largest first) and the total, with their shares."""
+    from rich.table import Table
+
+    total = kept + sum(dropped.values())
+    table = Table(title=f"{name}: faces kept and dropped")
+    table.add_column("outcome")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    for label, n in [("kept", kept), *sorted(((f"dropped: {r}", n) for r, n in dropped.items()), key=lambda x: -x[1])]:
+        table.add_row(label, str(n), f"{n / total:.1%}" if total else "-")
+    table.add_row("total", str(total), "")
+    return table
+
+
+def log_prepare_run(cfg, name: str, kept: int, dropped: dict[str, int], params: dict, drops=None) -> str:
+    """Log the counts as metrics of a new run in experiment agelab-prepare, and ``drops`` (a
+    DataFrame path, reason) as ``prepare/dropped.csv``; returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    from agelab.store import store_uri
+    from agelab.tracking import experiment_id, git_commit
+
+    root = Path(cfg.paths.root_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tracking_uri = cfg.logger.get("tracking_uri") if "logger" in cfg and cfg.logger else None
+    client = MlflowClient(tracking_uri=store_uri(root, tracking_uri))
+    run_id = client.create_run(experiment_id(client, PREPARE_EXPERIMENT, root), run_name=f"prepare-{name}",
+                               tags={"data": name, "git_commit": git_commit()}).info.run_id
+    client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
+    client.log_metric(run_id, "prepare/kept", kept)
+    for reason, n in dropped.items():
+        client.log_metric(run_id, f"prepare/dropped/{metric_name(reason)}", n)
+    client.log_dict(run_id, {"kept": kept, "dropped": dropped}, "prepare/counts.json")
+    if drops is not None:
+        log_drops(client, run_id, drops, "prepare")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _param(key, value):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
