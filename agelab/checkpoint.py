@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.config import check_targets
+from agelab.config_checks import check_targets
 from agelab.errors import ConfigError
 from agelab.models.pretrained import without_pretrained_weights
 from agelab.module import AgeModule

@@ -7,7 +7,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.config import CONF_DIR, check_targets, require_values
+from agelab.config import CONF_DIR
+from agelab.config_checks import check_targets, require_values
 from agelab.errors import AgelabError
 
 

@@ -129,10 +129,9 @@ def checkpoint_data_config(train_cfg: DictConfig, overrides: list) -> DictConfig
 def composed_data_config(cfg: DictConfig, train_cfg: DictConfig) -> DictConfig:
     """``cfg.data`` (chosen on the command line) resolved with the checkpoint's model, eval
     transform and seed in place of the eval config's own, so crops fit the trained model."""
-    missing = sorted(OmegaConf.missing_keys(cfg.data))
-    if missing:
-        value = "<dataset folder>" if missing[0] == "root" else "<value>"
-        raise ConfigError(f"data.{missing[0]} is required: pass data.{missing[0]}={value}")
+    from agelab.config_checks import require_values
+
+    require_values(cfg.data, where="data")
     context = copy.deepcopy(cfg)
     with open_dict(context):
         for key in ("model", "augment", "seed"):
@@ -213,7 +212,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from mlflow.tracking import MlflowClient
 
     from agelab.checkpoint import load_module, read_checkpoint, stored_config
-    from agelab.config import check_targets, hydra_node
+    from agelab.config import hydra_node
+    from agelab.config_checks import check_targets
     from agelab.tracking import RUN_ID_KEY, mlflow_logger
     from agelab.training import require_accelerator
 

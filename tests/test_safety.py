@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from agelab.checkpoint import load_module, read_checkpoint
-from agelab.config import check_targets
+from agelab.config_checks import check_targets
 from agelab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

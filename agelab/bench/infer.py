@@ -21,7 +21,8 @@ import torch
 from hydra.utils import instantiate
 
 from agelab.bench import DefaultsHelp
-from agelab.config import check_targets, compose_config, crop_margin
+from agelab.config import compose_config, crop_margin
+from agelab.config_checks import check_targets
 from agelab.errors import ConfigError, require_int
 from agelab.exporting.checks import agreement
 from agelab.exporting.formats import export_onnx, file_mb

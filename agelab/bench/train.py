@@ -19,7 +19,8 @@ import torch
 from hydra.utils import instantiate
 
 from agelab.bench import DefaultsHelp
-from agelab.config import check_targets, compose_config, require_values
+from agelab.config import compose_config
+from agelab.config_checks import check_targets, require_values
 from agelab.errors import ConfigError
 from agelab.training import build_module, require_accelerator
 

@@ -38,7 +38,7 @@ def test_counts_and_report_of_a_result():
 
 
 def test_a_reader_or_split_keyword_its_function_does_not_take_is_one_line(tmp_path):
-    from agelab.config import check_targets
+    from agelab.config_checks import check_targets
     from agelab.errors import ConfigError
 
     from conftest import compose_config
