@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import mmap
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,20 @@ from agelab.errors import DataError
 
 IMAGES, RECORDS = "images.npy", "records.csv"
 TEXT_COLUMNS = {"subject": str, "path": str}
+
+
+@contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """A temporary name to write ``path`` under, renamed onto it when the block ends without error and
+    removed when it fails: readers never see half a file. The name carries the process id, so
+    parallel jobs writing the same file never write one temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cache_exists(folder: str | Path) -> bool:
@@ -30,14 +46,11 @@ def save_cache(folder: str | Path, images: np.ndarray, records: pd.DataFrame) ->
     if len(images) != len(records):
         raise ValueError(f"{len(images)} images but {len(records)} records")
     folder.mkdir(parents=True, exist_ok=True)
-    # Per-process temporary names: parallel jobs building the same cache never write one file.
-    tmp_images, tmp_records = folder / f"{IMAGES}.{os.getpid()}.tmp", folder / f"{RECORDS}.{os.getpid()}.tmp"
-    with open(tmp_images, "wb") as f:
-        np.save(f, np.ascontiguousarray(images, dtype=np.uint8))
-    records.to_csv(tmp_records, index=False)
-    # Records last: their presence marks a finished cache.
-    os.replace(tmp_images, folder / IMAGES)
-    os.replace(tmp_records, folder / RECORDS)
+    # Records renamed last (the outer block): their presence marks a finished cache.
+    with written_whole(folder / RECORDS) as tmp_records, written_whole(folder / IMAGES) as tmp_images:
+        with open(tmp_images, "wb") as f:  # (np.save given a name would add ".npy" to it)
+            np.save(f, np.ascontiguousarray(images, dtype=np.uint8))
+        records.to_csv(tmp_records, index=False)
     return folder
 
 
@@ -96,19 +109,17 @@ def save_cache_parts(folder: str | Path, parts, count: int, image_shape: tuple[i
     if count != len(records):
         raise ValueError(f"{count} images but {len(records)} records")
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_images, tmp_records = folder / f"{IMAGES}.{os.getpid()}.tmp", folder / f"{RECORDS}.{os.getpid()}.tmp"
-    out = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(count, *image_shape))
-    filled = 0
-    for part in parts:
-        if filled + len(part) > count:
-            raise ValueError(f"more than {count} images in the parts")
-        out[filled:filled + len(part)] = part
-        filled += len(part)
-    if filled != count:
-        raise ValueError(f"{filled} images in the parts, expected {count}")
-    out.flush()
-    del out
-    records.to_csv(tmp_records, index=False)
-    os.replace(tmp_images, folder / IMAGES)
-    os.replace(tmp_records, folder / RECORDS)
+    with written_whole(folder / RECORDS) as tmp_records, written_whole(folder / IMAGES) as tmp_images:
+        out = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(count, *image_shape))
+        filled = 0
+        for part in parts:
+            if filled + len(part) > count:
+                raise ValueError(f"more than {count} images in the parts")
+            out[filled:filled + len(part)] = part
+            filled += len(part)
+        if filled != count:
+            raise ValueError(f"{filled} images in the parts, expected {count}")
+        out.flush()
+        del out
+        records.to_csv(tmp_records, index=False)
     return folder

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agelab.data.cache import IMAGES, RECORDS, cache_exists, open_images, save_cache_parts
+from agelab.data.cache import IMAGES, RECORDS, cache_exists, open_images, save_cache_parts, written_whole
 from agelab.data.faces import FaceCropper, load_image
 from agelab.data.readers.base import DROP_COLUMNS
 from agelab.errors import DataError
@@ -120,11 +120,9 @@ def crop_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: st
             infos.append([info[c] for c in FACE_COLUMNS] + [info["detect_score"], info["aligned"]])
     images = np.stack(crops) if crops else np.empty((0, size, size, 3), np.uint8)
     info_array = np.asarray(infos, np.float64).reshape(-1, len(FACE_COLUMNS) + 2)
-    tmp = f"{out_path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    with written_whole(out_path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, kept=np.asarray(kept, np.int64), reasons=np.asarray(reasons, dtype=str),
                  info=info_array)
-    os.replace(tmp, out_path)
     held = _HELD.take() if _HELD is not None else []
     return {"shard": out_path, "count": len(paths), "kept": len(kept), "log": held}
 
@@ -213,16 +211,14 @@ def _result_records(records: pd.DataFrame, source_index: np.ndarray, info: np.nd
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def write_drops(path: Path, drops: pd.DataFrame) -> None:
     """The dropped images as a CSV (path, reason), written atomically."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    drops[DROP_COLUMNS].to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        drops[DROP_COLUMNS].to_csv(tmp, index=False)
 
 
 def _read_face_drops(folder: Path, records: pd.DataFrame, source_index: np.ndarray) -> pd.DataFrame:
@@ -252,9 +248,8 @@ def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResu
     result = _result_records(records, stored["source_index"].to_numpy(np.int64), info)
     if manifest.get("labels") != labels:  # same crops, new labels: refresh the table only
         log.info("labels changed since %s was built: updating its records.csv", folder)
-        tmp = folder / f"{RECORDS}.{os.getpid()}.tmp"
-        result.to_csv(tmp, index=False)
-        os.replace(tmp, folder / RECORDS)
+        with written_whole(folder / RECORDS) as tmp:
+            result.to_csv(tmp, index=False)
         _write_json(folder / MANIFEST, {**manifest, "labels": labels})
     face_drops = _read_face_drops(folder, records, result["source_index"].to_numpy())
     return PrepareResult(images, result, dropped, folder, reused=True, drops=face_drops)
