@@ -197,45 +197,13 @@ def metrics_table(result: EvalResult):
     return table
 
 
-def evaluate(cfg: DictConfig) -> EvalResult:
-    """Test the checkpoint ``cfg.ckpt`` on ``cfg.split``; log a linked MLflow run; return the metrics."""
-    if cfg.get("split") not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {cfg.get('split')!r}")
-    if cfg.get("onnx"):
-        raise ConfigError("onnx: eval tests the .ckpt a training wrote (ckpt=); agelab.export scores its ONNX "
-                          "models against it on the test split, and predict runs them (onnx=)")
-    uri = tracking_uri_of(cfg)
-    ckpt = resolve_checkpoint(cfg.get("ckpt"), uri, Path(str(cfg.paths.output_dir)) / "checkpoint")
-
-    # The heavy imports only once the checkpoint is there (a typo fails in a second).
-    import pytorch_lightning as pl
-    from mlflow.tracking import MlflowClient
-
-    from agelab.checkpoint import load_module, read_checkpoint, stored_config
+def open_eval_run(cfg: DictConfig, client, trained_run, trained_run_id: str | None, ckpt: Path,
+                  train_cfg: DictConfig, data_cfg: DictConfig, from_checkpoint: bool):
+    """The eval's MLflow logger: a new run in the training run's experiment (or logger.experiment_name),
+    linked to it by tag, with the model/head/data tags a training run has and ``config/eval.yaml``."""
     from agelab.config import hydra_node
-    from agelab.config_checks import check_targets
-    from agelab.tracking import RUN_ID_KEY, mlflow_logger
-    from agelab.training import require_accelerator
+    from agelab.tracking import mlflow_logger
 
-    require_accelerator(cfg)
-    stored = read_checkpoint(ckpt)
-    train_cfg = stored_config(stored, ckpt)
-    trained_run_id = stored.get(RUN_ID_KEY)
-
-    overrides = command_line_overrides(cfg)
-    from_checkpoint = data_from_checkpoint(cfg, overrides)
-    data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(cfg, train_cfg)
-    check_targets(data_cfg)
-    check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
-    pl.seed_everything(cfg.get("seed", 0), workers=True)
-    module, _ = load_module(ckpt, stored)
-    del stored
-    datamodule = instantiate(data_cfg)
-    serve_split_as_test(datamodule, cfg.split)
-
-    # A new run in the training run's experiment (or logger.experiment_name), linked by tag.
-    client = MlflowClient(uri)
-    trained_run = find_trained_run(client, trained_run_id)
     experiment_name = (client.get_experiment(trained_run.info.experiment_id).name if trained_run
                        else str(cfg.logger.experiment_name))
     trained_tags = trained_run.data.tags if trained_run else {}
@@ -256,6 +224,47 @@ def evaluate(cfg: DictConfig) -> EvalResult:
                            tracking_uri=cfg.logger.get("tracking_uri"))
     eval_yaml = OmegaConf.to_yaml(OmegaConf.create({"ckpt": str(ckpt), "split": cfg.split, "data": data_cfg}))
     logger.experiment.log_text(logger.run_id, eval_yaml, "config/eval.yaml")
+    return logger
+
+
+def evaluate(cfg: DictConfig) -> EvalResult:
+    """Test the checkpoint ``cfg.ckpt`` on ``cfg.split``; log a linked MLflow run; return the metrics."""
+    if cfg.get("split") not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {cfg.get('split')!r}")
+    if cfg.get("onnx"):
+        raise ConfigError("onnx: eval tests the .ckpt a training wrote (ckpt=); agelab.export scores its ONNX "
+                          "models against it on the test split, and predict runs them (onnx=)")
+    uri = tracking_uri_of(cfg)
+    ckpt = resolve_checkpoint(cfg.get("ckpt"), uri, Path(str(cfg.paths.output_dir)) / "checkpoint")
+
+    # The heavy imports only once the checkpoint is there (a typo fails in a second).
+    import pytorch_lightning as pl
+    from mlflow.tracking import MlflowClient
+
+    from agelab.checkpoint import load_module, read_checkpoint, stored_config
+    from agelab.config_checks import check_targets
+    from agelab.tracking import RUN_ID_KEY
+    from agelab.training import require_accelerator
+
+    require_accelerator(cfg)
+    stored = read_checkpoint(ckpt)
+    train_cfg = stored_config(stored, ckpt)
+    trained_run_id = stored.get(RUN_ID_KEY)
+
+    overrides = command_line_overrides(cfg)
+    from_checkpoint = data_from_checkpoint(cfg, overrides)
+    data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(cfg, train_cfg)
+    check_targets(data_cfg)
+    check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
+    pl.seed_everything(cfg.get("seed", 0), workers=True)
+    module, _ = load_module(ckpt, stored)
+    del stored
+    datamodule = instantiate(data_cfg)
+    serve_split_as_test(datamodule, cfg.split)
+
+    client = MlflowClient(uri)
+    trained_run = find_trained_run(client, trained_run_id)
+    logger = open_eval_run(cfg, client, trained_run, trained_run_id, ckpt, train_cfg, data_cfg, from_checkpoint)
 
     try:
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
@@ -270,5 +279,6 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     metrics = scalar_metrics(module.test_results, trainer.callback_metrics, module.head.task)
     return EvalResult(metrics=metrics, split=cfg.split,
                       ckpt=Path(ckpt), run_id=run_id, trained_run_id=trained_run_id,
-                      trained_run_in_store=trained_run is not None, experiment_name=experiment_name,
+                      trained_run_in_store=trained_run is not None,
+                      experiment_name=client.get_experiment(logger.experiment_id).name,
                       tracking_uri=uri, data_from_checkpoint=from_checkpoint, artifacts=artifacts)
