@@ -52,3 +52,24 @@ def test_two_process_ddp_logs_one_run_from_rank_zero(tmp_path, augment_on):
     # The distributed sampler gave each process half of the 64 faces: 4 steps of 8 per epoch, not 8.
     last = list(tmp_path.glob("logs/train/runs/*/checkpoints/last.ckpt"))
     assert len(last) == 1 and torch.load(last[0], weights_only=True)["global_step"] == 2 * 4
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_each_process_scores_its_own_val_faces_and_none_twice(tmp_path, augment_on):
+    from types import SimpleNamespace
+
+    from agelab.errors import ConfigError
+
+    cfg = compose_config(tmp_path, [f"paths.root_dir={tmp_path}", "data.source.train_size=16", "data.source.val_size=7",
+                                    "data.source.test_size=2", "data.source.image_size=64", "+data.eval_batch_size=2",
+                                    f"data.augment_on={augment_on}"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    seen = []
+    for rank in range(3):
+        datamodule.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+        rows = list(datamodule.val_dataloader().sampler)
+        seen.append([r for batch in rows for r in batch] if augment_on == "device" else rows)
+    assert sorted(r for share in seen for r in share) == list(range(7)) and [len(s) for s in seen] == [3, 2, 2]
+    with pytest.raises(ConfigError, match="the test split has 2 face"):
+        datamodule.test_dataloader()  # 2 faces for 3 processes: one would have none

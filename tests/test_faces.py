@@ -345,6 +345,25 @@ def test_a_damaged_jpeg_that_still_decodes_is_told_with_its_file_name(tmp_path, 
     assert capfd.readouterr().err == "after\n"
 
 
+def test_decoding_never_depends_on_capturing_the_decoder_s_messages(tmp_path, monkeypatch):
+    import tempfile
+    import threading
+
+    from agelab.data import native_stderr
+
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.jpg")
+    monkeypatch.setattr(native_stderr, "_sink", None)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no_such_folder"))
+    assert read_image(tmp_path / "ok.jpg")[1] is None  # no capture file: decoded without capture
+    monkeypatch.undo()
+    before = os.fstat(2)
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(read_image(tmp_path / "ok.jpg")[1])) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert found == [None] * 4 and os.fstat(2).st_ino == before.st_ino  # fd 2 left as it was
+
+
 def test_large_images_are_downscaled_or_refused(tmp_path, monkeypatch):
     big = np.random.default_rng(0).integers(0, 256, (300, 800, 3), dtype=np.uint8)
     Image.fromarray(big).save(tmp_path / "big.jpg")

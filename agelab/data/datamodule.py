@@ -154,6 +154,10 @@ class FaceDataModule(pl.LightningDataModule):
         drop_last = train and len(dataset) > batch_size
         processes = self.trainer.world_size if self.trainer is not None else 1
         if not train and processes > 1:  # each face scored once: Lightning's sampler would repeat some
+            if len(dataset) < processes:  # a process without a face would never join the loss sync
+                raise ConfigError(f"data: the {split} split has {len(dataset)} face(s), fewer than the {processes} "
+                                  "processes that score it (trainer.devices x trainer.num_nodes); use fewer "
+                                  "devices or a larger split")
             shard = dict(num_replicas=processes, rank=self.trainer.global_rank)
             if self.augment_on == "device":
                 return DataLoader(dataset, sampler=ShardBatches(dataset, batch_size, **shard), batch_size=None,

@@ -104,7 +104,19 @@ def crop_one(cropper: FaceCropper, path: str, box) -> tuple[np.ndarray | None, s
 
 
 def crop_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: str) -> dict:
-    """Crop one shard's records and write them to ``out_path`` atomically; returns its counts."""
+    """Crop one shard's records and write them to ``out_path`` atomically; returns its counts. In a
+    worker process, what was logged meanwhile travels back with them (as notes on the error when the
+    shard fails)."""
+    try:
+        counts = _write_shard(cropper, paths, boxes, out_path)
+    except BaseException as exc:
+        for record in _held_records():
+            exc.add_note(f"{record.levelname}: {record.getMessage()}")
+        raise
+    return {**counts, "log": _held_records()}
+
+
+def _write_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: str) -> dict:
     size = cropper.output_size
     crops, kept, reasons, infos = [], [], [], []
     for i, (path, box) in enumerate(zip(paths, boxes)):
@@ -123,8 +135,7 @@ def crop_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: st
     with written_whole(out_path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, kept=np.asarray(kept, np.int64), reasons=np.asarray(reasons, dtype=str),
                  info=info_array)
-    held = _HELD.take() if _HELD is not None else []
-    return {"shard": out_path, "count": len(paths), "kept": len(kept), "log": held}
+    return {"shard": out_path, "count": len(paths), "kept": len(kept)}
 
 
 class _HeldRecords(logging.Handler):
@@ -155,6 +166,10 @@ def _worker_init() -> None:
     _HELD = _HeldRecords()
     logging.getLogger("agelab").addHandler(_HELD)
     logging.getLogger("agelab").setLevel(logging.INFO)
+
+
+def _held_records() -> list[logging.LogRecord]:
+    return _HELD.take() if _HELD is not None else []
 
 
 def _log_held(result: dict) -> dict:

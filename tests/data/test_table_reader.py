@@ -55,6 +55,16 @@ def test_blank_lines_keep_the_line_numbers_of_dropped_rows(tmp_path):
     assert result.records["path"].tolist() == [str(tmp_path / "a.jpg")] and result.dropped == {"bad_age": 1}
 
 
+def test_a_quoted_cell_over_two_lines_keeps_the_line_numbers_of_later_rows(tmp_path):
+    (tmp_path / "a b.jpg").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text('path,age,subject\n"a b.jpg",30,"first\nsecond"\nc.jpg,40,s,EXTRA\n'
+                                         'd.jpg,abc,s\n')
+    result = read_table(tmp_path)
+    csv_file = tmp_path / "labels.csv"
+    assert result.drops.values.tolist() == [[f"{csv_file}:4", "bad_row"], [f"{csv_file}:5", "bad_age"]]
+    assert result.records["subject"].tolist() == ["first\nsecond"]
+
+
 def test_group_only_table_and_errors(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"")
     (tmp_path / "faces.csv").write_text("path,group\na.jpg,3\n")

@@ -99,9 +99,10 @@ def read_csv_text(path: Path, name: str) -> tuple[pd.DataFrame, list[tuple[str, 
     """A CSV as a table of stripped str cells (empty cells are ''), and its ``bad_row`` drops; DataError
     naming the file when it cannot be parsed at all.
 
-    Blank lines are left out but counted: a row's index is its file line - 2 (header = line 1).
-    Empty fields past the header's width (a trailing comma) are ignored; a row that fills more fields
-    than the header has (e.g. an unquoted comma) is dropped as ``bad_row``, named ``<csv>:<line>``.
+    Blank lines are left out but counted: a row's index is the file line it starts on - 2 (header =
+    line 1; a quoted cell may span lines). Empty fields past the header's width (a trailing comma) are
+    ignored; a row that fills more fields than the header has (e.g. an unquoted comma) is dropped as
+    ``bad_row``, named ``<csv>:<line>``.
     """
     try:
         # A csv pre-pass finds the long rows: pandas' python engine (on_bad_lines=callable) is slower
@@ -109,7 +110,12 @@ def read_csv_text(path: Path, name: str) -> tuple[pd.DataFrame, list[tuple[str, 
         with open(path, newline="", encoding="utf-8") as f:
             rows = csv.reader(f, skipinitialspace=True)
             width = len(next(rows, []))
-            too_long = [i for i, row in enumerate(rows) if any(cell.strip() for cell in row[width:])]
+            index, too_long, line = [], [], rows.line_num  # (line: the last line read so far)
+            for row in rows:
+                index.append(line + 1 - 2)
+                if any(cell.strip() for cell in row[width:]):
+                    too_long.append(index[-1])
+                line = rows.line_num
         # usecols: pandas keeps the first `width` fields of a longer row instead of stopping at it;
         # index_col=False: a trailing comma on every row must not make the first column the index.
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False,
@@ -117,6 +123,8 @@ def read_csv_text(path: Path, name: str) -> tuple[pd.DataFrame, list[tuple[str, 
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: cannot parse {path}: {str(exc).splitlines()[0]}") from None
     table.columns = [str(c).strip() for c in table.columns]
+    if len(index) == len(table):  # (always, unless the two parsers disagree: then rows are counted)
+        table.index = index
     table = table.drop(index=too_long, errors="ignore")
     drops = [(f"{path}:{i + 2}", "bad_row") for i in too_long]
     if not len(table.columns):
