@@ -16,7 +16,9 @@ Each fold is its own MLflow run, nested under a parent run (MLflow tag ``mlflow.
   ``<metric>_pooled`` for mae, cs5, acc and one_off: over all the folds' faces at once;
 * ``cv/folds.csv``: one row per fold with its run id and metrics;
 * when the folds have group labels: the confusion matrix summed over folds (rows = true group) as
-  ``cv/confusion_sum.csv`` and ``figures/confusion_sum.png`` (counts and row-normalised).
+  ``cv/confusion_sum.csv`` (labelled with the group names), ``cv/confusion_sum.json`` and
+  ``figures/confusion_sum.png`` / ``confusion_sum_normalized.png`` (counts and row-normalised).
+* param ``data.fold`` = ``all`` (the folds' runs have their own).
 
 The data config must read ``data.fold`` (adience, fgnet, synth_kfold; see conf/data/split/fold.yaml):
 folds of a config that ignores it would all train on the same split, so that is refused. Each fold
@@ -27,7 +29,6 @@ a sweeper can tune on cross-validated scores.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 from pathlib import Path
 
@@ -42,13 +43,14 @@ from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR, hydra_node
 from agelab.data.splits import lopo_folds, lopo_split
 from agelab.errors import ConfigError, require_int
+from agelab.results.pooled import SUFFIX as POOLED
+from agelab.results.pooled import count_metric, pooled
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 AGGREGATED_PREFIXES = ("val/", "test/")
 CONFUSION_FILE = "test_confusion.npy"
-POOLED = {"mae": "n_age", "cs5": "n_age", "acc": "n_group", "one_off": "n_group"}  # score -> its face count
 DEFAULT_FOLDS = 5  # for data that deals as many folds as asked (synth_kfold)
 
 
@@ -110,11 +112,9 @@ def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
         values = np.array([m[name] for m in fold_metrics], dtype=np.float64)
         out[f"{name}_mean"] = float(values.mean())
         out[f"{name}_std"] = float(values.std())
-        stage, metric = name.split("/", 1)
-        count = f"{stage}/{POOLED.get(metric)}"
+        count = count_metric(name)
         if count in names:
-            weights = np.array([m[count] for m in fold_metrics], dtype=np.float64)
-            out[f"{name}_pooled"] = float((values * weights).sum() / max(weights.sum(), 1.0))
+            out[f"{name}{POOLED}"] = pooled(values, [m[count] for m in fold_metrics])
     return out
 
 
@@ -161,7 +161,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         log.warning("%s", tags["cv.warning"])
     parent = instantiate(cfg.logger, run_name=f"{run_name}-cv{folds}", tags=tags)
     client, parent_id = parent.experiment, parent.run_id
-    parent.log_hyperparams(flatten_config(cfg))
+    parent.log_hyperparams({**flatten_config(cfg), "data.fold": "all"})  # (0 was only the checks' fold)
     log.info("cross-validation: %d folds under MLflow run %s", folds, parent_id)
 
     fold_metrics, rows = [], []
@@ -184,9 +184,10 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     confusions = [np.load(p) for p in (output_dir / f"fold{k}" / CONFUSION_FILE for k in range(folds)) if p.is_file()]
     if len(confusions) == folds:
         total = np.sum(confusions, axis=0).astype(np.int64)
-        buffer = io.StringIO()
-        np.savetxt(buffer, total, fmt="%d", delimiter=",")
-        client.log_text(parent_id, buffer.getvalue(), "cv/confusion_sum.csv")
+        from agelab.groups import GROUP_NAMES
+
+        table = pd.DataFrame(total, index=pd.Index(GROUP_NAMES, name="true \\ predicted"), columns=GROUP_NAMES)
+        client.log_text(parent_id, table.to_csv(), "cv/confusion_sum.csv")
         from agelab.callbacks.confusion import log_confusion
 
         log_confusion(client, parent_id, total, "figures/confusion_sum.png", "figures/confusion_sum_normalized.png",

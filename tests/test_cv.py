@@ -109,8 +109,12 @@ def test_cv_nests_one_run_per_fold_under_a_parent_with_mean_and_std(tmp_path):
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "cv/folds.csv", str(tmp_path)))
     assert table["fold"].tolist() == [0, 1, 2]
     assert table["run_id"].tolist() == [r.info.run_id for r in children]
-    confusion = np.loadtxt(client.download_artifacts(parent.info.run_id, "cv/confusion_sum.csv", str(tmp_path)),
-                           delimiter=",")
+    confusion = pd.read_csv(client.download_artifacts(parent.info.run_id, "cv/confusion_sum.csv", str(tmp_path)),
+                            index_col=0)
+    assert list(confusion.index) == list(confusion.columns) == ["0-2", "4-6", "8-13", "15-20", "25-32", "38-43",
+                                                                 "48-53", "60+"]
+    assert parent.data.params["data.fold"] == "all"
+    confusion = confusion.to_numpy()
     assert confusion.shape == (8, 8) and confusion.sum() == 60
     record = json.loads(Path(client.download_artifacts(parent.info.run_id, "cv/confusion_sum.json", str(tmp_path)))
                         .read_text())

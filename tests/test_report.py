@@ -102,7 +102,7 @@ def stored(store, run_ids, metric):
 
 
 def row_of(summary, key):
-    keys = summary.attrs["group_by"]
+    keys = summary.attrs["group_by"][:len(key)]
     match = summary[(summary[keys].astype(str) == pd.Series(key, index=keys)).all(axis=1)]
     assert len(match) == 1, key
     return match.iloc[0]
@@ -118,9 +118,9 @@ def parse_markdown(text: str) -> pd.DataFrame:
 def test_groups_count_finished_training_runs_only(store):
     result = build_report(report_cfg(store))
     summary = result.summary
-    assert list(summary.columns[:5]) == ["experiment", "model", "head", "data", "n"]
-    assert [tuple(r) for r in summary[["experiment", "model", "head", "data", "n"]].to_numpy()] == [
-        (*CNN, 1), (*SMLF, 2), (*FOLDS, 2)]
+    assert list(summary.columns[:6]) == ["experiment", "model", "head", "data", "cv", "n"]
+    assert [tuple(r) for r in summary[["experiment", "model", "head", "data", "cv", "n"]].to_numpy()] == [
+        (*CNN, "-", 1), (*SMLF, "-", 2), (*FOLDS, store.runs["parent"][:8], 2)]  # folds: by cross-validation
     # failed, running, evaluation and cross-validation parent runs are in the store but not in the table
     assert set(result.selected["run_id"]) == {*store.runs["smlf"], *store.runs["cnn"], *store.runs["folds"]}
     assert {store.runs[k] for k in ("failed", "running", "eval", "parent")} <= set(result.runs["run_id"])
@@ -135,7 +135,10 @@ def test_mean_and_std_are_numpys_over_the_stored_values(store):
         for metric in ("test/mae", "test/cs5", "test/acc"):
             values = stored(store, run_ids, metric)
             assert row[f"{metric}_mean"] == pytest.approx(np.mean(values), rel=1e-12), (key, metric)
-            assert row[f"{metric}_std"] == pytest.approx(np.std(values), rel=1e-12, abs=1e-15), (key, metric)
+            if len(values) > 1:
+                assert row[f"{metric}_std"] == pytest.approx(np.std(values), rel=1e-12, abs=1e-15), (key, metric)
+            else:  # one run: no spread (not a std of 0)
+                assert np.isnan(row[f"{metric}_std"]), (key, metric)
     folds = row_of(summary, FOLDS)
     assert (folds["test/mae_mean"], folds["test/mae_std"]) == (5.5, 1.5)  # 4 and 7: the parent's 996 is no fold
     assert math.isnan(folds["test/one_off_mean"])  # no fold logged it
@@ -157,8 +160,8 @@ def test_markdown_and_csv_give_back_the_same_numbers(store, tmp_path, capsys):
     from_csv = pd.read_csv(out)
     from_markdown = parse_markdown(result.markdown)
     summary = result.summary
-    assert list(from_markdown.columns) == ["experiment", "model", "head", "data", "n", *summary.attrs["metrics"],
-                                           *SIZE_COLUMNS]
+    assert list(from_markdown.columns) == ["experiment", "model", "head", "data", "cv", "n",
+                                           *summary.attrs["metrics"], *SIZE_COLUMNS]
     assert from_csv[["experiment", "model", "head", "data"]].equals(from_markdown[["experiment", "model", "head",
                                                                                      "data"]])
     assert from_csv["n"].tolist() == [int(n) for n in from_markdown["n"]] == summary["n"].tolist()
@@ -169,6 +172,8 @@ def test_markdown_and_csv_give_back_the_same_numbers(store, tmp_path, capsys):
             assert std == pytest.approx(summary.loc[i, f"{metric}_std"], rel=1e-9, abs=1e-12, nan_ok=True)
             if cell == MISSING:
                 assert math.isnan(mean)
+            elif PLUS_MINUS not in cell:  # one run: its value, no spread
+                assert float(cell) == pytest.approx(mean, abs=0.51e-4) and math.isnan(std)
             else:
                 shown_mean, shown_std = map(float, cell.split(PLUS_MINUS))
                 assert shown_mean == pytest.approx(mean, abs=0.51e-4) and shown_std == pytest.approx(std, abs=0.51e-4)
@@ -283,7 +288,7 @@ def test_notebook_runs_headless_and_draws_the_figures(store, monkeypatch):
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(images) == 3  # learning curves, CS curves, test/mae bars
     tables = [out["data"]["text/markdown"] for out in outputs if "text/markdown" in out.get("data", {})]
-    assert len(tables) == 1 and "| compare | smlf_small | dex | synth | 2 |" in tables[0]
+    assert len(tables) == 1 and "| compare | smlf_small | dex | synth | - | 2 |" in tables[0]
 
 
 def test_compressed_runs_form_their_own_rows_and_the_column_shows_only_then():
@@ -310,3 +315,23 @@ def test_left_out_runs_are_counted_with_plurals():
                          "eval_split": [None, "test", "val", None, None, None],
                          "cv_folds": [None, None, None, None, None, "3"]})
     assert sorted(describe_left_out(runs).split(", ")) == ["1 cross-validation parent", "2 evaluation runs", "2 failed"]
+
+
+def test_pooled_scores_two_cross_validations_apart_and_no_empty_columns():
+    from agelab.results import summarize
+    from agelab.results.table import cells
+
+    base = {"experiment": "agelab", "model": "smlf_small", "head": "dex", "data": "fgnet", "compress": None,
+            "test/cs_curve": 0.9}
+    full = [{**base, "parent_run_id": "aaaaaaaa1111", "test/mae": mae, "test/n_age": n}
+            for mae, n in ((10.0, 1.0), (0.0, 3.0))]  # 1 photo missed by 10 years, 3 hit: 2.5 per photo
+    partial = [{**base, "parent_run_id": "bbbbbbbb2222", "test/mae": 4.0, "test/n_age": 2.0}]
+    summary = summarize(pd.DataFrame(full + partial), metrics=["test/mae", "test/mae_pooled"])
+    assert list(summary["cv"]) == ["aaaaaaaa", "bbbbbbbb"] and list(summary["n"]) == [2, 1]  # never merged
+    assert list(summary["test/mae_mean"]) == [5.0, 4.0] and list(summary["test/mae_pooled_mean"]) == [2.5, 4.0]
+    header, rows = cells(summary)
+    assert header == ["experiment", "model", "head", "data", "cv", "n", "test/mae", "test/mae_pooled"]  # no sizes
+    assert rows[0][-2:] == ["5.000 ± 5.000", "2.500"] and rows[1][-2:] == ["4.000", "4.000"]  # one run: no ± 0
+    with pytest.raises(ConfigError, match="test/mae_pooled") as caught:
+        summarize(pd.DataFrame(full), metrics=["test/cs_curve"])  # a curve, not a score
+    assert "cs_curve" not in str(caught.value).split("there: ")[1]

@@ -14,11 +14,16 @@ import numpy as np
 import pandas as pd
 
 from agelab.errors import ConfigError
+from agelab.results.pooled import SUFFIX as POOLED
+from agelab.results.pooled import count_metric, pooled
 from agelab.results.runs import metric_names
 
-DEFAULT_GROUP_BY = ("experiment", "model", "head", "data", "compress")
-# Group keys left out of the table when no run has a value for them.
-OPTIONAL_KEYS = ("compress",)
+DEFAULT_GROUP_BY = ("experiment", "model", "head", "data", "compress", "cv")
+# Group keys left out of the table when no run has a value for them. ``cv``: the cross-validation a
+# fold's run belongs to (its parent run id, shortened), so two cross-validations, one of them
+# partial, never merge into one row that counts some people twice.
+OPTIONAL_KEYS = ("compress", "cv")
+CV_ID_CHARS = 8
 # Shown when the runs have them: age error, CS(5), and the exact / one-off group accuracies.
 DEFAULT_METRICS = ("test/mae", "test/cs5", "test/acc", "test/one_off")
 # Size columns: the first metric a run has, in order (export/num_params counts the same network
@@ -53,8 +58,10 @@ def group_column(runs: pd.DataFrame, key: str) -> str:
 
 def choose_metrics(runs: pd.DataFrame, metrics=None) -> list[str]:
     """The metrics to show: ``metrics`` (names or fnmatch patterns such as ``test/mae_age_*``, each
-    must match a metric of the runs), or the DEFAULT_METRICS the runs have."""
-    available = metric_names(runs)
+    must match a metric of the runs, or ``<score>_pooled`` for mae, cs5, acc, one_off: over all the
+    group's faces), or the DEFAULT_METRICS the runs have. Curves (``cs_curve``) are not scores."""
+    available = [m for m in metric_names(runs) if not m.endswith("cs_curve")]
+    available += [f"{m}{POOLED}" for m in available if count_metric(m) in available]
     if metrics is None:
         return [m for m in DEFAULT_METRICS if m in available]
     chosen = []
@@ -68,6 +75,10 @@ def choose_metrics(runs: pd.DataFrame, metrics=None) -> list[str]:
             raise ConfigError(f"metrics: no selected run has a metric {pattern!r}; test and val metrics there: {shown}")
         chosen += [m for m in matches if m not in chosen]
     return chosen
+
+
+def numbers(group: pd.DataFrame, metric: str) -> pd.Series:
+    return pd.to_numeric(group[metric], errors="coerce")
 
 
 def first_available(group: pd.DataFrame, sources) -> pd.Series:
@@ -85,11 +96,13 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
     the runs that logged the metric (std with ``ddof``: 0 as numpy and agelab.cv, 1 for the sample
     std), and the SIZE_COLUMNS (mean over the group's runs). Rows in group order, or ascending by
     the mean of ``sort_by``."""
+    frame = runs.copy()
+    if "parent_run_id" in frame:
+        frame["cv"] = frame["parent_run_id"].map(lambda v: v[:CV_ID_CHARS] if isinstance(v, str) and v else None)
     keys = list(as_list(group_by))
     keys += [key for key in OPTIONAL_KEYS if key not in keys]  # a pruned run never averages with its base
-    keys = [key for key in keys if key not in OPTIONAL_KEYS or key not in runs.columns or runs[key].notna().any()]
+    keys = [key for key in keys if key not in OPTIONAL_KEYS or (key in frame.columns and frame[key].notna().any())]
     chosen = choose_metrics(runs, metrics)
-    frame = runs.copy()
     columns = [group_column(frame, key) for key in keys]
     for key, column in zip(keys, columns):  # missing tags (old runs) form a group of their own
         frame[f"__{key}"] = frame[column].map(lambda v: "-" if pd.isna(v) else str(v))
@@ -100,9 +113,15 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
         values = values if isinstance(values, tuple) else (values,)
         row = {**dict(zip(keys, values)), "n": len(group)}
         for metric in chosen:
-            found = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy(np.float64)
+            if metric.endswith(POOLED):  # one figure over all the group's faces: no spread
+                score = metric[:-len(POOLED)]
+                row[f"{metric}_mean"] = pooled(numbers(group, score), numbers(group, count_metric(score)))
+                row[f"{metric}_std"] = math.nan
+                continue
+            found = numbers(group, metric).dropna().to_numpy(np.float64)
             row[f"{metric}_mean"] = float(found.mean()) if len(found) else math.nan
-            row[f"{metric}_std"] = float(found.std(ddof=ddof)) if len(found) > ddof else math.nan
+            # a spread needs two runs (with ddof=0 one run would show a std of 0 among n runs)
+            row[f"{metric}_std"] = float(found.std(ddof=ddof)) if len(found) > max(ddof, 1) else math.nan
         for name, sources in SIZE_COLUMNS.items():
             found = first_available(group, sources).dropna()
             row[name] = float(found.mean()) if len(found) else math.nan
@@ -123,9 +142,11 @@ def format_number(value: float, precision: int) -> str:
 
 
 def cells(summary: pd.DataFrame, precision: int = 3) -> tuple[list[str], list[list[str]]]:
-    """Header and text rows: group keys, n, ``mean ± std`` per metric, then the size columns."""
+    """Header and text rows: group keys, n, ``mean ± std`` per metric, then the size columns some
+    group has (no export columns when nothing was exported)."""
     keys, metrics = summary.attrs["group_by"], summary.attrs["metrics"]
-    header = [*keys, "n", *metrics, *SIZE_COLUMNS]
+    sizes = [name for name in SIZE_COLUMNS if name in summary and summary[name].notna().any()]
+    header = [*keys, "n", *metrics, *sizes]
     rows = []
     for _, row in summary.iterrows():
         text = [str(row[key]) for key in keys] + [str(int(row["n"]))]
@@ -134,9 +155,10 @@ def cells(summary: pd.DataFrame, precision: int = 3) -> tuple[list[str], list[li
             text.append(MISSING if not np.isfinite(mean) else
                         format_number(mean, precision) + (PLUS_MINUS + format_number(std, precision)
                                                           if np.isfinite(std) else ""))
-        params = row["params"]
-        text.append(MISSING if not np.isfinite(params) else f"{int(round(params)):,}")
-        text += [format_number(row[name], precision) for name in list(SIZE_COLUMNS)[1:]]
+        for name in sizes:
+            value = row[name]
+            text.append(f"{int(round(value)):,}" if name == "params" and np.isfinite(value)
+                        else format_number(value, precision))
         rows.append(text)
     return header, rows
 
