@@ -102,19 +102,21 @@ def data_folds(cfg: DictConfig) -> tuple[int | None, str]:
 
 
 def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
-    """``<name>_mean`` and ``<name>_std`` over the folds for every val/ and test/ metric all folds have,
-    and ``<name>_pooled`` for the per-face scores: over all the folds' faces at once (each fold weighted
-    by its faces), as leave-one-person-out figures are reported (FG-NET: the MAE over all 1,002 images,
-    where the fold mean would be a mean over people)."""
-    names = set.intersection(*(set(m) for m in fold_metrics)) if fold_metrics else set()
+    """``<name>_mean`` and ``<name>_std`` over the folds that have it, for every val/ and test/ metric
+    (a leave-one-person-out fold has the age bands of one person only), and ``<name>_pooled`` for the
+    per-face scores: over all the folds' faces at once (each fold weighted by its faces), as
+    leave-one-person-out figures are reported (FG-NET: the MAE over all 1,002 images, where the fold
+    mean would be a mean over people)."""
+    names = set().union(*fold_metrics) if fold_metrics else set()
     out = {}
     for name in sorted(n for n in names if n.startswith(AGGREGATED_PREFIXES)):
-        values = np.array([m[name] for m in fold_metrics], dtype=np.float64)
+        having = [m for m in fold_metrics if name in m]
+        values = np.array([m[name] for m in having], dtype=np.float64)
         out[f"{name}_mean"] = float(values.mean())
         out[f"{name}_std"] = float(values.std())
         count = count_metric(name)
-        if count in names:
-            out[f"{name}{POOLED}"] = pooled(values, [m[count] for m in fold_metrics])
+        if count is not None and all(count in m for m in having):
+            out[f"{name}{POOLED}"] = pooled(values, [m[count] for m in having])
     return out
 
 

@@ -78,6 +78,10 @@ def test_pooled_scores_weigh_each_fold_by_its_faces():
     out = aggregate(folds)
     assert out["test/mae_mean"] == 5.0 and out["test/mae_pooled"] == 2.5
     assert out["test/acc_pooled"] == 0.75 and "test/n_age_pooled" not in out
+    # A leave-one-person-out fold has one person's age bands: each band over the folds that have it.
+    bands = aggregate([{"test/mae_age_0-9": 2.0}, {"test/mae_age_0-9": 4.0, "test/mae_age_10-19": 7.0}])
+    assert bands == {"test/mae_age_0-9_mean": 3.0, "test/mae_age_0-9_std": 1.0,
+                     "test/mae_age_10-19_mean": 7.0, "test/mae_age_10-19_std": 0.0}
 
 
 def test_cv_nests_one_run_per_fold_under_a_parent_with_mean_and_std(tmp_path):
