@@ -39,7 +39,7 @@ STAGES = ("train", "val", "test")
 LOSS_WEIGHTS = (None, "inverse_frequency")
 INTERVALS = ("auto", "epoch", "step")
 AGE_WEIGHT_BIN = 5  # years per bin when weighting age targets
-MAX_WEIGHT_RATIO = 10.0  # cap on a weight relative to the mean, so a handful of faces cannot dominate
+MAX_WEIGHT_RATIO = 10.0  # cap on a weight relative to the smallest (the commonest bin's): a handful of faces cannot dominate
 LOGGED_EVERY_EPOCH = ("mae", "cs5", "acc", "one_off", "f1")
 NONFINITE_CHECK_EVERY = 32  # batches between reads of the on-device NaN/Inf note
 

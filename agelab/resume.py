@@ -127,10 +127,18 @@ def warn_if_other_data(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> Non
     """``weights_from``: a base trained on other data (sizes, split, the seed that draws them) is
     scored on test faces it may have trained on; say so (fine-tuning on new data is legitimate)."""
     differ, overrides = compare_setup(cfg, checkpoint)
-    if any(key.startswith("data.") for key in differ):
+    if any(is_about_faces(key) for key in differ):
+        faces = [o for o in overrides if is_about_faces(o.split("=", 1)[0]) or o.startswith("seed=")]
         log.warning("weights_from=%s was trained on other data (%s): its test figures here may include faces "
                     "it trained on; repeat those overrides to compare like with like", ckpt_path,
-                    shortened(overrides))
+                    shortened(faces or overrides))
+
+
+def is_about_faces(key: str) -> bool:
+    """Whether a data key (or data group choice) decides which faces are drawn or split, not how
+    many go in a batch."""
+    key = chosen_node(key)
+    return (key == "data" or key.startswith("data.")) and not key.startswith(("data.batch_size", "data.eval_batch_size"))
 
 
 def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:

@@ -101,21 +101,41 @@ def test_pruning_options_are_checked():
             MagnitudePruning(**bad)
 
 
+def test_checkpoints_from_the_ramp_no_longer_compete_at_full_sparsity():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from agelab.compression.prune import forget_ramp_checkpoints
+
+    best = ModelCheckpoint(monitor="val/mae", mode="min", save_top_k=1)
+    best.best_k_models, best.best_model_path = {"epoch000.ckpt": torch.tensor(3.0)}, "epoch000.ckpt"
+    best.best_model_score = best.kth_value = torch.tensor(3.0)
+    best.kth_best_model_path = "epoch000.ckpt"
+    trainer = SimpleNamespace(checkpoint_callbacks=[best],
+                              strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, **_: decision))
+    assert not best.check_monitor_top_k(trainer, torch.tensor(4.0))  # the ramp's 3.0 would stay best
+    forget_ramp_checkpoints(trainer)
+    assert best.best_model_path == "" and best.check_monitor_top_k(trainer, torch.tensor(4.0))
+
+
 # ----- pruning: a run
 
 def test_prune_run_keeps_its_zeros_and_reports_against_the_base(base):
-    cfg = compose_config(base.root, [*BASE, "compress=prune", f"weights_from={base.ckpt}", "trainer.max_epochs=2",
-                                     "callbacks.prune.amount=0.6", "callbacks.prune.ramp_epochs=1", *SMALLER])
+    cfg = compose_config(base.root, [*BASE, "compress=prune", f"weights_from={base.ckpt}", "trainer.max_epochs=3",
+                                     "callbacks.prune.amount=0.6", "callbacks.prune.ramp_epochs=2", *SMALLER])
     metrics = train(cfg)
     module, _ = load_module(metrics["best_model_path"])
-    assert sparsity_of(prunable_weights(module)) == pytest.approx(0.6, abs=1e-3)  # fine-tuning kept the zeros
+    # At the full sparsity, whatever epoch 0 (ramp: 52.5 %) scored, and fine-tuning kept the zeros.
+    assert sparsity_of(prunable_weights(module)) == pytest.approx(0.6, abs=1e-3)
+    assert Path(metrics["best_model_path"]).name != "epoch000.ckpt"
 
     run = run_of(base.client, "prune-")
     m = run.data.metrics
     assert run.data.tags["compress.method"] == "prune"
     assert run.data.tags["compress.base_run_id"] == base.run_id
     assert run.data.tags["compress"] == "prune"
-    assert m["compress/sparsity"] > 0.5  # the prunable layers; biases and BatchNorm are not pruned
+    assert m["prune/sparsity"] > 0.5  # the prunable layers; biases and BatchNorm are not pruned
     assert m["compress/base_sparsity"] < 0.01
     assert m["compress/nonzero_params"] < 0.5 * m["compress/base_nonzero_params"]
     assert m["compress/params"] == m["compress/base_params"]
@@ -125,7 +145,7 @@ def test_prune_run_keeps_its_zeros_and_reports_against_the_base(base):
     assert m["compress/test_mae"] == pytest.approx(m["test/mae"], abs=1e-3)
     assert m["compress/test_mae_delta"] == pytest.approx(m["test/mae"] - base.metrics["test/mae"], abs=1e-3)
     assert m["compress/latency_ms"] > 0 and m["compress/base_latency_ms"] > 0
-    history = base.client.get_metric_history(run.info.run_id, "compress/sparsity")
+    history = base.client.get_metric_history(run.info.run_id, "prune/sparsity")
     assert len(history) >= 2 and max(h.value for h in history) > 0.5
     report = base.client.download_artifacts(run.info.run_id, "compress/report.txt", str(base.root))
     text = open(report).read()
@@ -193,6 +213,18 @@ def test_teacher_stays_out_of_the_student(base):
     student.train()
     assert not student.teacher.training
     assert all(not p.requires_grad for p in student.teacher.parameters())
+
+
+@pytest.mark.parametrize("head", ["coral", "corn"])
+def test_an_ordinal_student_learns_from_the_teacher_s_age(head):
+    from agelab.compression.distill import differentiable_age
+    from agelab.heads import CoralHead, CornHead
+
+    student = (CoralHead if head == "coral" else CornHead)(4, max_age=10)  # predicts by counting P > 0.5
+    logits = student(torch.randn(3, 4, requires_grad=True))
+    loss = torch.nn.functional.smooth_l1_loss(differentiable_age(student, logits), torch.tensor([2.0, 5.0, 8.0]))
+    loss.backward()
+    assert student.fc.weight.grad.abs().sum() > 0  # the threshold count would give no gradient at all
 
 
 def test_distillation_term_vanishes_when_the_student_is_the_teacher(base):

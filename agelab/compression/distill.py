@@ -45,6 +45,15 @@ def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature ** 2
 
 
+def differentiable_age(head: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """The head's predicted age in a form the loss can follow back: an ordinal head's expected age
+    (the sum of P(y > k)) where it predicts by counting P > 0.5, a step with no gradient."""
+    decoded = head.decode(logits)
+    if getattr(head, "prediction", None) == "threshold":
+        return decoded["probs"].sum(1)
+    return decoded["age"]
+
+
 class DistillationModule(AgeModule):
     def __init__(self, *args, teacher_ckpt: str, alpha: float = 0.5, temperature: float = 2.0, kind: str = "auto",
                  **kwargs):
@@ -91,7 +100,7 @@ class DistillationModule(AgeModule):
         teacher_logits = self.teacher_logits(images)
         if self.kind == "kl":
             return kl_distillation(logits, teacher_logits, self.temperature)
-        student_age = self.head.decode(logits)["age"]
+        student_age = differentiable_age(self.head, logits)
         teacher_age = self.teacher.head.decode(teacher_logits)["age"]
         return F.smooth_l1_loss(student_age.float(), teacher_age.float())
 

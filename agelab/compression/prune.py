@@ -71,6 +71,18 @@ def sparsity_of(weights: list[nn.Parameter]) -> float:
     return zeros / max(total, 1)
 
 
+def forget_ramp_checkpoints(trainer) -> None:
+    """Make the monitored checkpoint callbacks start over: a checkpoint from the ramp, at a lower
+    sparsity than ``amount``, must not remain "best" (tested, exported and reported as the pruned model).
+    Its file stays on disk."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) and getattr(callback, "best_k_models", None):
+            callback.best_k_models = {}
+            callback.best_model_score, callback.best_model_path, callback.kth_best_model_path = None, "", ""
+            callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+            log.info("prune: full sparsity from this epoch; earlier checkpoints no longer compete for best")
+
+
 class MagnitudePruning(pl.Callback):
     def __init__(self, amount: float = 0.5, ramp_epochs: int = 1, scope: str = "global", include_head: bool = True):
         if not 0.0 < amount < 1.0:
@@ -85,7 +97,12 @@ class MagnitudePruning(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         model = getattr(pl_module.model, "_orig_mod", pl_module.model)  # torch.compile keeps the layers
         self.weights = prunable_weights(nn.ModuleDict({"model": model, "head": pl_module.head}), self.include_head)
-        if trainer.max_epochs is not None and trainer.max_epochs <= self.ramp_epochs:
+        if trainer.max_epochs is not None and trainer.max_epochs < self.ramp_epochs:
+            reached = cubic_sparsity(self.amount, trainer.max_epochs - 1, self.ramp_epochs)
+            log.warning("prune: %d epochs end the %d-epoch ramp early: %.1f %% zero weights instead of "
+                        "amount=%.1f %%, and no fine-tuning", trainer.max_epochs, self.ramp_epochs,
+                        100 * reached, 100 * self.amount)
+        elif trainer.max_epochs is not None and trainer.max_epochs == self.ramp_epochs:
             log.warning("prune: %d epochs leave no fine-tuning after the %d-epoch ramp", trainer.max_epochs,
                         self.ramp_epochs)
 
@@ -93,8 +110,10 @@ class MagnitudePruning(pl.Callback):
         target = cubic_sparsity(self.amount, trainer.current_epoch, self.ramp_epochs)
         if not self.masks or target > sparsity_of(self.weights) + 1e-6:
             self.masks = magnitude_masks(self.weights, target, self.scope)
+        if trainer.current_epoch > 0 and trainer.current_epoch == self.ramp_epochs - 1:
+            forget_ramp_checkpoints(trainer)  # the best checkpoint must be at the full sparsity
         sparsity = sparsity_of(self.weights)
-        pl_module.log("compress/sparsity", sparsity)
+        pl_module.log("prune/sparsity", sparsity)
         log.info("prune: epoch %d at %.1f %% zero weights", trainer.current_epoch, 100 * sparsity)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
