@@ -113,7 +113,8 @@ def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
         having = [m for m in fold_metrics if name in m]
         values = np.array([m[name] for m in having], dtype=np.float64)
         out[f"{name}_mean"] = float(values.mean())
-        out[f"{name}_std"] = float(values.std())
+        if len(values) > 1:  # one fold has no spread (as the report shows it)
+            out[f"{name}_std"] = float(values.std())
         count = count_metric(name)
         if count is not None and all(count in m for m in having):
             out[f"{name}{POOLED}"] = pooled(values, [m[count] for m in having])

@@ -22,6 +22,9 @@ EXPERIMENT_SECTIONS = ("model", "head", "module", "optimizer", "scheduler", "dat
 HOW_TO_RUN = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.device_cache",
               "data.augment_on", "data.eval_batch_size", "data.source.workers", "data.source.progress")
 WHERE = ("data.root", "data.source.test_root")  # dataset folders: they may move between machines
+# data keys that say how faces are batched or augmented, not which faces are drawn or split
+NOT_ABOUT_FACES = ("data.batch_size", "data.eval_batch_size", "data.train_transform", "data.eval_transform",
+                   "data.device_train_transform", "data.device_eval_transform")
 SHOWN = 6  # differences spelled out in the error; the rest are counted
 MAX_ROUNDS = 200  # keys put back at most while looking for the overrides that explain every difference
 log = logging.getLogger(__name__)
@@ -138,7 +141,7 @@ def is_about_faces(key: str) -> bool:
     """Whether a data key (or data group choice) decides which faces are drawn or split, not how
     many go in a batch."""
     key = chosen_node(key)
-    return (key == "data" or key.startswith("data.")) and not key.startswith(("data.batch_size", "data.eval_batch_size"))
+    return (key == "data" or key.startswith("data.")) and not key.startswith(NOT_ABOUT_FACES)
 
 
 def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:

@@ -215,16 +215,17 @@ def test_teacher_stays_out_of_the_student(base):
     assert all(not p.requires_grad for p in student.teacher.parameters())
 
 
-@pytest.mark.parametrize("head", ["coral", "corn"])
+@pytest.mark.parametrize("head", ["coral", "corn", "multitask_coral"])
 def test_an_ordinal_student_learns_from_the_teacher_s_age(head):
     from agelab.compression.distill import differentiable_age
-    from agelab.heads import CoralHead, CornHead
+    from agelab.heads import CoralHead, CornHead, MultiTaskHead
 
-    student = (CoralHead if head == "coral" else CornHead)(4, max_age=10)  # predicts by counting P > 0.5
+    ordinal = (CornHead if head == "corn" else CoralHead)(4, max_age=10)  # predicts by counting P > 0.5
+    student = MultiTaskHead(4, ordinal) if head.startswith("multitask") else ordinal
     logits = student(torch.randn(3, 4, requires_grad=True))
     loss = torch.nn.functional.smooth_l1_loss(differentiable_age(student, logits), torch.tensor([2.0, 5.0, 8.0]))
     loss.backward()
-    assert student.fc.weight.grad.abs().sum() > 0  # the threshold count would give no gradient at all
+    assert ordinal.fc.weight.grad.abs().sum() > 0  # the threshold count would give no gradient at all
 
 
 def test_distillation_term_vanishes_when_the_student_is_the_teacher(base):

@@ -332,6 +332,18 @@ def test_pooled_scores_two_cross_validations_apart_and_no_empty_columns():
     header, rows = cells(summary)
     assert header == ["experiment", "model", "head", "data", "cv", "n", "test/mae", "test/mae_pooled"]  # no sizes
     assert rows[0][-2:] == ["5.000 ± 5.000", "2.500"] and rows[1][-2:] == ["4.000", "4.000"]  # one run: no ± 0
+    unweighable = pd.DataFrame([*full[:1], {**full[1], "test/n_age": math.nan}])
+    assert math.isnan(summarize(unweighable, metrics=["test/mae_pooled"])["test/mae_pooled_mean"][0])
     with pytest.raises(ConfigError, match="test/mae_pooled") as caught:
         summarize(pd.DataFrame(full), metrics=["test/cs_curve"])  # a curve, not a score
     assert "cs_curve" not in str(caught.value).split("there: ")[1]
+
+
+def test_plot_labels_tell_two_cross_validations_apart():
+    from agelab.results.plots import labels
+
+    runs = pd.DataFrame([{"model": "m", "parent_run_id": "aaaaaaaa1111"}, {"model": "m", "parent_run_id": "bbbbbbbb2222"},
+                         {"model": "m", "parent_run_id": None}])
+    assert labels(runs, ["model"]).tolist() == ["aaaaaaaa", "bbbbbbbb", "-"]
+    assert labels(runs.drop(columns="parent_run_id"), ["model"]).tolist() == ["m", "m", "m"]
+

@@ -60,6 +60,7 @@ def test_resume_error_and_weights_from_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="agelab.resume"):
         warn_if_other_data(command(tmp_path, "optimizer.lr=0.1"), stored, "base.ckpt")  # same faces: quiet
         warn_if_other_data(command(tmp_path, "data.batch_size=8"), stored, "base.ckpt")  # only batched otherwise
+        warn_if_other_data(command(tmp_path, "seed=1"), stored, "base.ckpt")  # synth: only the augmentation seed
         assert not caplog.records
         warn_if_other_data(command(tmp_path, "data.source.test_size=32", "optimizer.lr=0.1", "data.batch_size=8"),
                            stored, "base.ckpt")

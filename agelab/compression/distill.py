@@ -49,7 +49,8 @@ def differentiable_age(head: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     """The head's predicted age in a form the loss can follow back: an ordinal head's expected age
     (the sum of P(y > k)) where it predicts by counting P > 0.5, a step with no gradient."""
     decoded = head.decode(logits)
-    if getattr(head, "prediction", None) == "threshold":
+    age_head = getattr(head, "age_head", head)  # a multitask head passes its age head's outputs on
+    if getattr(age_head, "prediction", None) == "threshold":
         return decoded["probs"].sum(1)
     return decoded["age"]
 

@@ -9,15 +9,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from agelab.results.table import as_list, group_column
+from agelab.results.table import as_list, group_column, with_cv_column
 
 
 def labels(frame: pd.DataFrame, keys) -> pd.Series:
     """A short label per row: the values of the ``keys`` that differ between rows, joined by ' / '
-    (all of them when none differs)."""
+    (all of them when none differs). Fold runs of different cross-validations are told apart (``cv``)."""
+    frame = with_cv_column(frame)
     keys = as_list(keys)
+    if "cv" not in keys and "cv" in frame and frame["cv"].notna().any():
+        keys.append("cv")
     columns = [key if key in frame.columns else group_column(frame, key) for key in keys]
-    text = frame[columns].astype(str)
+    text = frame[columns].map(lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
     varying = [c for c in columns if text[c].nunique() > 1] or columns
     return text[varying].agg(" / ".join, axis=1)
 

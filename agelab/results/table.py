@@ -77,6 +77,14 @@ def choose_metrics(runs: pd.DataFrame, metrics=None) -> list[str]:
     return chosen
 
 
+def with_cv_column(runs: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``runs`` with the ``cv`` group key: for a fold's run its parent run id, shortened."""
+    frame = runs.copy()
+    if "parent_run_id" in frame:
+        frame["cv"] = frame["parent_run_id"].map(lambda v: v[:CV_ID_CHARS] if isinstance(v, str) and v else None)
+    return frame
+
+
 def numbers(group: pd.DataFrame, metric: str) -> pd.Series:
     return pd.to_numeric(group[metric], errors="coerce")
 
@@ -96,9 +104,7 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
     the runs that logged the metric (std with ``ddof``: 0 as numpy and agelab.cv, 1 for the sample
     std), and the SIZE_COLUMNS (mean over the group's runs). Rows in group order, or ascending by
     the mean of ``sort_by``."""
-    frame = runs.copy()
-    if "parent_run_id" in frame:
-        frame["cv"] = frame["parent_run_id"].map(lambda v: v[:CV_ID_CHARS] if isinstance(v, str) and v else None)
+    frame = with_cv_column(runs)
     keys = list(as_list(group_by))
     keys += [key for key in OPTIONAL_KEYS if key not in keys]  # a pruned run never averages with its base
     keys = [key for key in keys if key not in OPTIONAL_KEYS or (key in frame.columns and frame[key].notna().any())]
@@ -113,9 +119,12 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
         values = values if isinstance(values, tuple) else (values,)
         row = {**dict(zip(keys, values)), "n": len(group)}
         for metric in chosen:
-            if metric.endswith(POOLED):  # one figure over all the group's faces: no spread
-                score = metric[:-len(POOLED)]
-                row[f"{metric}_mean"] = pooled(numbers(group, score), numbers(group, count_metric(score)))
+            score = metric[:-len(POOLED)]
+            if metric.endswith(POOLED) and score in group:  # one figure over all the group's faces: no spread
+                values, counts = numbers(group, score), numbers(group, count_metric(score))
+                # a run with the score but not its face count cannot be weighed: no pooled figure
+                unweighable = (values.notna() & counts.isna()).any()
+                row[f"{metric}_mean"] = math.nan if unweighable else pooled(values, counts)
                 row[f"{metric}_std"] = math.nan
                 continue
             found = numbers(group, metric).dropna().to_numpy(np.float64)
