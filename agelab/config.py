@@ -37,13 +37,8 @@ def hydra_node(cfg: DictConfig) -> DictConfig:
 
 
 def one_line(hydra_message: str) -> str:
-    """Hydra's composition error in one line: "Could not find 'model/nope' (available in 'model': a, b)"."""
-    text = hydra_message.split("Config search path")[0].strip()
-    head, _, options = text.partition("\n\nAvailable options in ")
-    if not options:
-        return " ".join(text.split())
-    group, _, names = options.partition(":")
-    return f"{' '.join(head.split())} (available in {group}: {', '.join(names.split())})"
+    """Hydra's composition error in one line (its config search path left out)."""
+    return " ".join(hydra_message.split("Config search path")[0].split())
 
 
 def compose_config(config_name: str = "train", overrides=(), output_dir: str | Path = "outputs") -> DictConfig:
@@ -56,12 +51,17 @@ def compose_config(config_name: str = "train", overrides=(), output_dir: str | P
 
     from agelab.errors import ConfigError
 
+    from agelab.cli import unknown_group_choice
+
+    mistake = unknown_group_choice(list(overrides))  # the same line the entry points give, options listed
+    if mistake:
+        raise ConfigError(mistake)
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         try:
             cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        except HydraException as exc:  # e.g. model=nope: Hydra's several lines (options listed) made one
+        except HydraException as exc:  # e.g. an override of a key that is not there: Hydra's lines made one
             raise ConfigError(one_line(str(exc))) from exc
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)

@@ -47,7 +47,7 @@ def test_bench_prepare_reports_rates_and_ratios(capsys):
     (["train", "--steps", "0"], "error: --warmup must be >= 0 and --steps >= 1, got 5 and 0"),
     (["train", "data.batch_size=-1"], "error: data.batch_size must be a positive integer, got -1"),
     (["train", "data=morph2"], "error: data.root is required"),
-    (["infer", "model=nope"], "error: In 'train': Could not find 'model/nope' (available in 'model': inception,"),
+    (["infer", "model=nope"], "error: Could not find 'model/nope' (available in 'model': inception,"),
 ])
 def test_bench_mistakes_are_one_line(capsys, argv, message):
     assert bench(argv) == 2
