@@ -7,8 +7,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.config import CONF_DIR
-from agelab.config_checks import check_targets, require_values
+from agelab.config_checks import check_targets, require_values, unknown_group_choice
 from agelab.errors import AgelabError
 
 
@@ -30,9 +29,9 @@ def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
     try:
         if isinstance(cfg, DictConfig):
             require_values(cfg)
-            check_targets(cfg, arguments=False)
-            if arguments_of is not None:
-                check_targets(OmegaConf.select(cfg, arguments_of) if arguments_of else cfg, where=arguments_of)
+            check_targets(cfg, arguments=arguments_of == "")  # every node's code allowed; keys too when "" (all)
+            if arguments_of:
+                check_targets(OmegaConf.select(cfg, arguments_of), where=arguments_of)
         return fn(cfg, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
         cause = agelab_cause(exc) or argument_mistake(exc)
@@ -65,25 +64,6 @@ def argument_mistake(exc: BaseException) -> str | None:
     where = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("full_key:")), "")
     reason = re.search(r"^TypeError\((['\"])(.*)\1\)$", text, re.MULTILINE)  # TypeError("...")
     return f"{where or 'config'}: {reason.group(2)}" if reason else None
-
-
-SWEEP_SYNTAX = ("(", "[", "$")  # range(...), choice(...), glob(...), lists, interpolations: Hydra's to read
-
-
-def unknown_group_choice(argv: list[str], conf_dir=CONF_DIR) -> str | None:
-    """``model=nope`` (or ``model=smlf,nope`` in a sweep) naming no conf/<group>/<option>.yaml, in
-    one line listing the options; None when every group choice exists."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        group = key.split("@", 1)[0]
-        if (arg.startswith("-") or not sep or not value or any(c in value for c in SWEEP_SYNTAX)
-                or group.startswith("hydra/") or not (conf_dir / group).is_dir()):
-            continue  # a flag, a value, Hydra's own groups (its package adds options), sweep syntax
-        for option in (v.strip().strip("'\"") for v in value.split(",")):
-            if option != "null" and not (conf_dir / group / f"{option}.yaml").is_file():
-                known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
-                return f"Could not find '{group}/{option}' (available in '{group}': {', '.join(known)})"
-    return None
 
 
 def run_main(main) -> None:

@@ -49,9 +49,8 @@ def compose_config(config_name: str = "train", overrides=(), output_dir: str | P
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
 
+    from agelab.config_checks import unknown_group_choice
     from agelab.errors import ConfigError
-
-    from agelab.cli import unknown_group_choice
 
     mistake = unknown_group_choice(list(overrides))  # the same line the entry points give, options listed
     if mistake:

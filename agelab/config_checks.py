@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from agelab.config import CONF_DIR
+
 # Code a config may name in `_target_`: a YAML file must not be able to call os.system & co.
 ALLOWED_TARGET_PREFIXES = ("agelab.", "torch.", "torchvision.", "torchmetrics.", "pytorch_lightning.",
                            "albumentations.")
@@ -93,3 +95,22 @@ def require_values(cfg: DictConfig, where: str = "") -> None:
     if missing:
         value = "<dataset folder>" if missing[0] == "data.root" else "<value>"
         raise ConfigError(f"{missing[0]} is required: pass {missing[0]}={value}")
+
+
+SWEEP_SYNTAX = ("(", "[", "$")  # range(...), choice(...), glob(...), lists, interpolations: Hydra's to read
+
+
+def unknown_group_choice(argv: list[str], conf_dir=CONF_DIR) -> str | None:
+    """``model=nope`` (or ``model=smlf,nope`` in a sweep) naming no conf/<group>/<option>.yaml, in
+    one line listing the options; None when every group choice exists."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group = key.split("@", 1)[0]
+        if (arg.startswith("-") or not sep or not value or any(c in value for c in SWEEP_SYNTAX)
+                or group.startswith("hydra/") or not (conf_dir / group).is_dir()):
+            continue  # a flag, a value, Hydra's own groups (its package adds options), sweep syntax
+        for option in (v.strip().strip("'\"") for v in value.split(",")):
+            if option != "null" and not (conf_dir / group / f"{option}.yaml").is_file():
+                known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+                return f"Could not find '{group}/{option}' (available in '{group}': {', '.join(known)})"
+    return None

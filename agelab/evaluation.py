@@ -199,7 +199,7 @@ def metrics_table(result: EvalResult):
 
 def open_eval_run(cfg: DictConfig, client, trained_run, trained_run_id: str | None, ckpt: Path,
                   train_cfg: DictConfig, data_cfg: DictConfig, from_checkpoint: bool):
-    """The eval's MLflow logger: a new run in the training run's experiment (or logger.experiment_name),
+    """(the eval's MLflow logger, its experiment's name): a new run in the training run's experiment (or logger.experiment_name),
     linked to it by tag, with the model/head/data tags a training run has and ``config/eval.yaml``."""
     from agelab.config import hydra_node
     from agelab.tracking import mlflow_logger
@@ -224,7 +224,7 @@ def open_eval_run(cfg: DictConfig, client, trained_run, trained_run_id: str | No
                            tracking_uri=cfg.logger.get("tracking_uri"))
     eval_yaml = OmegaConf.to_yaml(OmegaConf.create({"ckpt": str(ckpt), "split": cfg.split, "data": data_cfg}))
     logger.experiment.log_text(logger.run_id, eval_yaml, "config/eval.yaml")
-    return logger
+    return logger, experiment_name
 
 
 def evaluate(cfg: DictConfig) -> EvalResult:
@@ -264,7 +264,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
 
     client = MlflowClient(uri)
     trained_run = find_trained_run(client, trained_run_id)
-    logger = open_eval_run(cfg, client, trained_run, trained_run_id, ckpt, train_cfg, data_cfg, from_checkpoint)
+    logger, experiment_name = open_eval_run(cfg, client, trained_run, trained_run_id, ckpt, train_cfg, data_cfg, from_checkpoint)
 
     try:
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
@@ -279,6 +279,5 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     metrics = scalar_metrics(module.test_results, trainer.callback_metrics, module.head.task)
     return EvalResult(metrics=metrics, split=cfg.split,
                       ckpt=Path(ckpt), run_id=run_id, trained_run_id=trained_run_id,
-                      trained_run_in_store=trained_run is not None,
-                      experiment_name=client.get_experiment(logger.experiment_id).name,
+                      trained_run_in_store=trained_run is not None, experiment_name=experiment_name,
                       tracking_uri=uri, data_from_checkpoint=from_checkpoint, artifacts=artifacts)

@@ -47,7 +47,7 @@ def test_unknown_model_name_lists_the_known_ones(tmp_path):
 
 
 def test_group_choices_are_checked_as_hydra_reads_them():
-    from agelab.cli import unknown_group_choice
+    from agelab.config_checks import unknown_group_choice
 
     assert unknown_group_choice(["model=smlf", "head=dex", "optimizer.lr=0.1", "-m", "--cfg", "job"]) is None
     assert unknown_group_choice(["data/split@data.source.split=subject", "+faces@data.source.cropper=aligned"]) is None

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from agelab.results.table import as_list, group_column, with_cv_column
+from agelab.results.table import as_list, group_column, group_text, with_cv_column
 
 
 def labels(frame: pd.DataFrame, keys) -> pd.Series:
@@ -20,7 +20,7 @@ def labels(frame: pd.DataFrame, keys) -> pd.Series:
     if "cv" not in keys and "cv" in frame and frame["cv"].notna().any():
         keys.append("cv")
     columns = [key if key in frame.columns else group_column(frame, key) for key in keys]
-    text = frame[columns].map(lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    text = frame[columns].apply(group_text)
     varying = [c for c in columns if text[c].nunique() > 1] or columns
     return text[varying].agg(" / ".join, axis=1)
 

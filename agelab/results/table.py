@@ -85,6 +85,18 @@ def with_cv_column(runs: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def group_text(column: pd.Series) -> pd.Series:
+    """A group key's values as text, "-" where a run has none."""
+    return column.map(lambda v: "-" if pd.isna(v) else str(v))
+
+
+def pooled_over(group: pd.DataFrame, score: str) -> float:
+    """``score`` over all the group's faces (see agelab.results.pooled); NaN when a run that has the
+    score lacks its face count, as it cannot be weighed."""
+    values, counts = numbers(group, score), numbers(group, count_metric(score))
+    return math.nan if (values.notna() & counts.isna()).any() else pooled(values, counts)
+
+
 def numbers(group: pd.DataFrame, metric: str) -> pd.Series:
     return pd.to_numeric(group[metric], errors="coerce")
 
@@ -111,7 +123,7 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
     chosen = choose_metrics(runs, metrics)
     columns = [group_column(frame, key) for key in keys]
     for key, column in zip(keys, columns):  # missing tags (old runs) form a group of their own
-        frame[f"__{key}"] = frame[column].map(lambda v: "-" if pd.isna(v) else str(v))
+        frame[f"__{key}"] = group_text(frame[column])
     group_keys = [f"__{key}" for key in keys]
     groups = frame.groupby(group_keys, sort=True) if group_keys else [((), frame)]
     rows = []
@@ -119,13 +131,9 @@ def summarize(runs: pd.DataFrame, group_by=DEFAULT_GROUP_BY, metrics=None, ddof:
         values = values if isinstance(values, tuple) else (values,)
         row = {**dict(zip(keys, values)), "n": len(group)}
         for metric in chosen:
-            score = metric[:-len(POOLED)]
-            if metric.endswith(POOLED) and score in group:  # one figure over all the group's faces: no spread
-                values, counts = numbers(group, score), numbers(group, count_metric(score))
-                # a run with the score but not its face count cannot be weighed: no pooled figure
-                unweighable = (values.notna() & counts.isna()).any()
-                row[f"{metric}_mean"] = math.nan if unweighable else pooled(values, counts)
-                row[f"{metric}_std"] = math.nan
+            score = metric[:-len(POOLED)] if metric.endswith(POOLED) else None
+            if score in group:  # one figure over all the group's faces: no spread
+                row[f"{metric}_mean"], row[f"{metric}_std"] = pooled_over(group, score), math.nan
                 continue
             found = numbers(group, metric).dropna().to_numpy(np.float64)
             row[f"{metric}_mean"] = float(found.mean()) if len(found) else math.nan
