@@ -13,7 +13,8 @@ Each fold is its own MLflow run, nested under a parent run (MLflow tag ``mlflow.
   the data has a fixed number of folds);
 * ``<metric>_mean`` and ``<metric>_std`` for every val/ and test/ metric the folds returned
   (std over folds, ddof=0 as numpy and scikit-learn report it), e.g. ``test/mae_mean``; and
-  ``<metric>_pooled`` for mae, cs5, acc and one_off: over all the folds' faces at once;
+  ``<metric>_pooled`` for mae, cs5, acc, one_off and the MAE per age band, gender and race: over all
+  the folds' faces at once;
 * ``cv/folds.csv``: one row per fold with its run id and metrics;
 * when the folds have group labels: the confusion matrix summed over folds (rows = true group) as
   ``cv/confusion_sum.csv`` (labelled with the group names), ``cv/confusion_sum.json`` and

@@ -143,7 +143,7 @@ class AgeMetrics(nn.Module):
 
     ``compute()`` returns only what the data allowed (keys with no faces behind them are left out):
     scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (RACE_NAMES),
-    ``n_age``, ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
+    ``n_age`` and the faces behind each breakdown (``n_age_<band>``, ``n_gender_<f|m>``, ``n_race_<name>``), ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
     ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
     ``confusion_normalized`` (rows sum to 1).
     """
@@ -202,9 +202,13 @@ class AgeMetrics(nn.Module):
             for prefix, metric, names in (("mae_age", self.by_band, BAND_NAMES),
                                           ("mae_gender", self.by_gender, GENDER_NAMES),
                                           ("mae_race", self.by_race, RACE_NAMES)):
-                for name, value in zip(names, metric.compute()[0].reshape(-1) if metric.update_count else []):
-                    if not torch.isnan(value):
+                if not metric.update_count:
+                    continue
+                values, counts = (t.reshape(-1) for t in metric.compute())
+                for name, value, count in zip(names, values, counts):
+                    if count > 0:  # with its face count, so folds can be pooled per band (see results.pooled)
                         out[f"{prefix}_{name}"] = value.float()
+                        out[f"n_{prefix[len('mae_'):]}_{name}"] = count
         confusion = self.confusion.compute() if self.confusion.update_count else torch.zeros(1)
         n_group = confusion.sum()
         if n_group > 0:

@@ -82,6 +82,10 @@ def test_pooled_scores_weigh_each_fold_by_its_faces():
     bands = aggregate([{"test/mae_age_0-9": 2.0}, {"test/mae_age_0-9": 4.0, "test/mae_age_10-19": 7.0}])
     assert bands == {"test/mae_age_0-9_mean": 3.0, "test/mae_age_0-9_std": 1.0,
                      "test/mae_age_10-19_mean": 7.0}  # one fold: no spread
+    # With the faces behind each band, a band is pooled too: 1 face off by 2, 3 faces off by 4 -> 3.5.
+    bands = aggregate([{"test/mae_age_0-9": 2.0, "test/n_age_0-9": 1.0},
+                       {"test/mae_age_0-9": 4.0, "test/n_age_0-9": 3.0, "test/mae_race_asian": 1.0}])
+    assert bands["test/mae_age_0-9_pooled"] == 3.5 and "test/mae_race_asian_pooled" not in bands
 
 
 def test_cv_nests_one_run_per_fold_under_a_parent_with_mean_and_std(tmp_path):

@@ -76,6 +76,10 @@ def test_mae_cs_curve_and_mae_per_band_gender_race():
     assert out["mae_gender_f"].item() == pytest.approx(6.0) and out["mae_gender_m"].item() == pytest.approx(1.5)
     assert {k: v.item() for k, v in out.items() if k.startswith("mae_race_")} == {
         "mae_race_white": 2.0, "mae_race_black": 1.0, "mae_race_asian": 5.0}
+    # The faces behind each breakdown, so folds can be pooled per band (agelab.results.pooled).
+    assert {k: v.item() for k, v in out.items() if k.startswith("n_") and k != "n_age"} == {
+        "n_age_0-9": 1, "n_age_10-19": 1, "n_age_30-39": 1, "n_age_50-59": 1, "n_age_70plus": 1,
+        "n_gender_f": 2, "n_gender_m": 2, "n_race_white": 2, "n_race_black": 1, "n_race_asian": 1}
     assert "acc" not in out  # no groups known
 
 

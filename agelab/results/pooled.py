@@ -11,13 +11,17 @@ import numpy as np
 
 # score -> the metric counting the faces it is a mean over
 FACE_COUNTS = {"mae": "n_age", "cs5": "n_age", "acc": "n_group", "one_off": "n_group"}
+BREAKDOWN = ("mae_age_", "mae_gender_", "mae_race_")
 SUFFIX = "_pooled"
 
 
 def count_metric(metric: str) -> str | None:
-    """``test/mae`` -> ``test/n_age``; None for a metric that is not a mean over faces."""
+    """``test/mae`` -> ``test/n_age``, ``test/mae_age_20-29`` -> ``test/n_age_20-29``; None for a metric
+    that is not a mean over faces."""
     stage, _, name = metric.rpartition("/")
     count = FACE_COUNTS.get(name)
+    if count is None and name.startswith(BREAKDOWN):  # mae_age_<band>, mae_gender_<f|m>, mae_race_<name>
+        count = "n_" + name[len("mae_"):]
     return f"{stage}/{count}" if stage and count else None
 
 

@@ -58,8 +58,8 @@ def group_column(runs: pd.DataFrame, key: str) -> str:
 
 def choose_metrics(runs: pd.DataFrame, metrics=None) -> list[str]:
     """The metrics to show: ``metrics`` (names or fnmatch patterns such as ``test/mae_age_*``, each
-    must match a metric of the runs, or ``<score>_pooled`` for mae, cs5, acc, one_off: over all the
-    group's faces), or the DEFAULT_METRICS the runs have. Curves (``cs_curve``) are not scores."""
+    must match a metric of the runs, or ``<score>_pooled`` for mae, cs5, acc, one_off and the MAE
+    breakdowns: over all the group's faces), or the DEFAULT_METRICS the runs have. Curves (``cs_curve``) are not scores."""
     available = [m for m in metric_names(runs) if not m.endswith("cs_curve")]
     available += [f"{m}{POOLED}" for m in available if count_metric(m) in available]
     if metrics is None:
