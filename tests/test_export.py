@@ -129,6 +129,25 @@ def test_callback_exports_the_best_checkpoint_into_the_training_run(trained):
     assert float(version.tags["test_mae"]) == pytest.approx(metrics["export/fp32_mae"], abs=1e-5)
 
 
+def test_registered_model_serves_the_trained_ages(trained):
+    """What `mlflow models serve -m models:/agelab-age@champion` answers: the module's ages for cropped,
+    normalised faces (the README's serving example)."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{trained.root.resolve() / 'mlflow.db'}")
+    try:
+        served = mlflow.pyfunc.load_model("models:/agelab-age@champion")
+    finally:
+        mlflow.set_tracking_uri(before)
+    images = next(iter(eval_batches(trained.datamodule, batch_size=8)))["image"]
+    answer = served.predict({"images": images.numpy()})
+    with torch.no_grad():
+        expected = ExportableAgeModel.from_module(trained.module)(images)[0].numpy()
+    assert set(answer) == {"age", "std"} and answer["age"].shape == (len(images),)
+    assert np.abs(answer["age"] - expected).max() < 1e-3
+
+
 def test_onnx_files_carry_the_training_crop_for_predict(trained):
     from agelab.inference.backends import CROPPER_METADATA, OnnxBackend, checkpoint_face_settings
 
