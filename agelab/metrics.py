@@ -14,6 +14,8 @@ updates read their inputs back to the host).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torchmetrics import Metric
@@ -27,10 +29,16 @@ BAND_NAMES = tuple(f"{lo}-{lo + 9}" for lo in (0, *BAND_EDGES[:-1])) + (f"{BAND_
 GENDER_NAMES = tuple(GENDER_CODES)  # ("f", "m"): batch["gender"] 0 female, 1 male, -1 unknown
 
 
+@functools.lru_cache(maxsize=None)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant on the device, copied there once: torch.tensor(..., device=cuda) each step
+    would be a blocking copy from pageable memory (the CPU waits for the GPU)."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def ages_to_groups(ages: torch.Tensor) -> torch.Tensor:
     """Adience group index of each age (a torch version of agelab.groups.age_to_group)."""
-    bounds = torch.tensor(GROUP_BOUNDS, device=ages.device, dtype=torch.float64)
-    return torch.bucketize(ages.double(), bounds, right=True)
+    return torch.bucketize(ages.double(), _constant(GROUP_BOUNDS, ages.device, torch.float64), right=True)
 
 
 def gender_tensor(values, device=None) -> torch.Tensor:
@@ -169,7 +177,7 @@ class AgeMetrics(nn.Module):
             error = (pred_age - age).abs()
             self.abs_error.update(error, torch.zeros_like(age, dtype=torch.long), known)
             self.cs.update(pred_age, age, known)
-            bands = torch.bucketize(age, torch.tensor(BAND_EDGES, device=age.device, dtype=age.dtype), right=True)
+            bands = torch.bucketize(age, _constant(BAND_EDGES, age.device, age.dtype), right=True)
             self.by_band.update(error, bands, known)
             if batch.get("gender") is not None:
                 self.by_gender.update(error, gender_tensor(batch["gender"], age.device), known)

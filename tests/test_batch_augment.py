@@ -43,14 +43,39 @@ def test_device_eval_gives_the_pixels_of_resize_and_centre_crop(tmp_path, input_
     assert torch.allclose(device, cpu, atol=1e-4)
 
 
+def test_device_eval_slices_a_cache_at_the_margin_size_as_the_resample_would(tmp_path):
+    augment = instantiate(augment_config(tmp_path, 112).device_eval)
+    images = torch.randint(0, 256, (3, crop_margin(112), crop_margin(112), 3), dtype=torch.uint8)
+    sliced = augment._eval_crop(images)
+    assert torch.allclose(sliced, augment._resample(images, augment._eval_theta(3)), atol=0.01)  # of 255
+    other = torch.randint(0, 256, (3, 150, 150, 3), dtype=torch.uint8)  # another size: resized, then cropped
+    assert augment._eval_crop(other).shape == (3, 3, 112, 112)
+
+
+def test_device_augmentation_draws_resume_where_the_checkpoint_left_them(tmp_path):
+    cfg = compose_config(tmp_path, ["data.augment_on=device"])
+    first = instantiate(cfg.data)
+    augment = first.device_transforms["train"]
+    augment._draw(8)
+    saved = first.state_dict()
+    expected = augment._draw(8)["theta"]
+    resumed = instantiate(cfg.data)
+    assert not torch.equal(resumed.device_transforms["train"]._draw(8)["theta"], expected)  # a fresh stream differs
+    resumed = instantiate(cfg.data)
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.device_transforms["train"]._draw(8)["theta"], expected)
+    assert instantiate(compose_config(tmp_path, ["data.augment_on=cpu"]).data).state_dict() == {}
+
+
 def test_device_blur_is_as_strong_as_the_cpu_blur(tmp_path):
     cfg = augment_config(tmp_path)
     impulse = np.zeros((33, 33, 3), np.uint8)
     impulse[16, 16] = 255
     blur = cpu_step(cfg, "GaussianBlur", p=1.0)
-    cpu = np.array([blur(image=impulse)["image"][16, 16, 0] / 255 for _ in range(400)])
-    batch = torch.from_numpy(impulse).permute(2, 0, 1).float().div(255)[None].repeat(400, 1, 1, 1)
-    device = device_train(cfg, blur_p=1.0)._blur(batch, torch.Generator().manual_seed(0))[:, 0, 16, 16].numpy()
+    cpu = np.array([blur(image=impulse)["image"][16, 16, 0] / 255 for _ in range(4000)])
+    batch = torch.from_numpy(impulse).permute(2, 0, 1).float().div(255)[None].repeat(4000, 1, 1, 1)
+    aug = device_train(cfg, blur_p=1.0)
+    device = aug._blur(batch, aug._draw(4000)["sigma"])[:, 0, 16, 16].numpy()
     # the share of the pixel left in place: the same range and mean either way (one in [0.16, 0.6])
     assert abs(cpu.mean() - device.mean()) < 0.03
     assert abs(cpu.min() - device.min()) < 0.03 and abs(cpu.max() - device.max()) < 0.03

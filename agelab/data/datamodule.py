@@ -17,6 +17,8 @@ from agelab.data.attributes import gender_codes, race_codes
 from agelab.data.readers.base import require_root
 from agelab.errors import ConfigError, require_int
 
+AUGMENT_RNG_KEY = "device_augment_rng"
+
 
 class FaceDataset(Dataset):
     """Faces from a uint8 image array (often a memory map) and their records."""
@@ -186,6 +188,17 @@ class FaceDataModule(pl.LightningDataModule):
                 batch["image"] = self._images_on(batch["age"].device)[batch.pop("rows")]
             batch["image"] = self.device_transforms["train" if training else "eval"](batch["image"])
         return batch
+
+    # The device augmentation's own generator travels in checkpoints (the global ones: RngStateCheckpoint).
+    def state_dict(self) -> dict:
+        augment = self.device_transforms["train"] if self.augment_on == "device" else None
+        state = augment.rng_state() if augment is not None else None
+        return {} if state is None else {AUGMENT_RNG_KEY: state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        augment = self.device_transforms["train"] if self.augment_on == "device" else None
+        if augment is not None and AUGMENT_RNG_KEY in state_dict:
+            augment.set_rng_state(state_dict[AUGMENT_RNG_KEY])
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         return self.device_batch(batch, training=self.trainer is not None and self.trainer.training)
