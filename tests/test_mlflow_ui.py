@@ -206,8 +206,6 @@ def test_run_page_shows_the_logged_metrics(browser, tracked_run):
 
 
 def test_artifact_view_shows_the_confusion_matrix(browser, tracked_run):
-    from selenium.webdriver.common.by import By
-
     browser.open(f"experiments/{tracked_run.experiment_id}/runs/{tracked_run.run_id}/artifacts/{CONFUSION}")
     for path in tracked_run.figures:  # the unfolded artifact tree shows every figure of the run
         leaf = path.rsplit("/", 1)[1]
