@@ -114,3 +114,49 @@ def unknown_group_choice(argv: list[str], conf_dir=CONF_DIR) -> str | None:
                 known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
                 return f"Could not find '{group}/{option}' (available in '{group}': {', '.join(known)})"
     return None
+
+
+# Hydra's words for an override of a key the config does not have (or adding one it has).
+KEY_MISTAKES = ("Could not override", "Could not append", "Could not delete")
+
+
+def unknown_key(config_name: str, argv: list[str]) -> str | None:
+    """``faces.enlargee=2`` (a key ``conf/<config_name>.yaml`` lacks, also in a sweep) in one line, with
+    the nearest key of that node; None when every override fits. Composes the config once (a fraction
+    of a second); Hydra's other errors are left to Hydra."""
+    import difflib
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from agelab.config import compose_config
+    from agelab.errors import ConfigError
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return None  # --cfg, --config-name, ...: Hydra's flags change what is composed
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if "=" in a or a.startswith("~")])
+    except Exception:  # noqa: BLE001 - a syntax error is Hydra's to tell
+        return None
+    # A sweep is checked with its first value: the keys are the same for every job.
+    overrides = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()), '')}" if o.is_sweep_override()
+                 else o.input_line for o in parsed]
+    try:
+        compose_config(config_name, overrides)
+        return None
+    except ConfigError as exc:
+        message = str(exc)
+    if not message.startswith(KEY_MISTAKES):
+        return None
+    bad = next((o for o in parsed if f"'{o.key_or_group}'" in message), None)
+    if bad is None or not message.startswith("Could not override"):
+        return message
+    parent, _, leaf = bad.key_or_group.rpartition(".")
+    try:
+        cfg = compose_config(config_name, [x for o, x in zip(parsed, overrides) if o is not bad])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except ConfigError:
+        node = None
+    keys = [str(k) for k in node.keys() if k != "hydra"] if isinstance(node, DictConfig) else []
+    near = difflib.get_close_matches(leaf, keys, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{near[0]}?; " if near else ""
+    return f"{bad.key_or_group} is not a key of the {config_name} config ({hint}to add a new key: +{bad.input_line})"

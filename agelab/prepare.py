@@ -70,4 +70,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, "prepare")
