@@ -21,3 +21,19 @@ def require_int(name: str, value, minimum: int, allow_none: bool = False) -> Non
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         wanted = f"an integer >= {minimum}" if minimum != 1 else "a positive integer"
         raise ConfigError(f"{name} must be {'null or ' if allow_none else ''}{wanted}, got {value!r}")
+
+
+def writable_folder(path, name: str = "out_dir"):
+    """``path`` created now, so a folder that cannot be written stops with one line before any work
+    instead of a traceback at the end; returns it as a Path."""
+    import os
+    from pathlib import Path
+
+    folder = Path(str(path))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot create {folder} ({exc.strerror or exc})") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name}: cannot write into {folder}")
+    return folder

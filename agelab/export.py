@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
-from agelab.errors import ConfigError, require_int
+from agelab.errors import ConfigError, require_int, writable_folder
 from agelab.exporting.pipeline import ExportResult, export_checkpoint, format_table
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,22 @@ def log_to_mlflow(cfg: DictConfig, result: ExportResult, train_cfg: DictConfig) 
     uri = store_uri(cfg.mlflow.root_dir, cfg.mlflow.tracking_uri)
     client = MlflowClient(uri)
     run_id = existing_run(client, read_checkpoint(cfg.ckpt).get(RUN_ID_KEY))
-    if run_id is None:
+    own_run = run_id is None  # a run of its own is ended here; the training run keeps its status
+    if own_run:
         run_id = new_export_run(client, cfg.mlflow.experiment_name, cfg.mlflow.root_dir,
                                 run_name=f"export-{Path(cfg.ckpt).stem}",
                                 tags={"model": train_cfg.model.get("_target_", "?"),
                                       "head": train_cfg.head.get("_target_", "?")})
-    registered = log_export(result, uri, run_id, int(train_cfg.model.input_size), cfg.registered_model_name, cfg.alias,
-                            tags={"export.ckpt": Path(cfg.ckpt).resolve(), "export.out_dir": result.out_dir.resolve()})
+    try:
+        registered = log_export(result, uri, run_id, int(train_cfg.model.input_size), cfg.registered_model_name,
+                                cfg.alias, tags={"export.ckpt": Path(cfg.ckpt).resolve(),
+                                                 "export.out_dir": result.out_dir.resolve()})
+    except BaseException:
+        if own_run:
+            client.set_terminated(run_id, "FAILED")
+        raise
+    if own_run:
+        client.set_terminated(run_id)
     print(f"MLflow run {run_id} ({uri})")
     if registered:
         print(f"registered {cfg.registered_model_name} version {registered['version']}"
@@ -54,6 +63,7 @@ def export(cfg: DictConfig) -> ExportResult:
     for key, low in {"calibration_size": 1, "latency_runs": 0, "latency_warmup": 0}.items():
         require_int(key, cfg[key], low)
     require_int("check_size", cfg.check_size, 1, allow_none=True)
+    writable_folder(cfg.out_dir)  # before the model is loaded and converted, not after
     result, train_cfg = export_checkpoint(cfg.ckpt, cfg.out_dir, calibration_size=cfg.calibration_size,
                                           check_limit=cfg.check_size, latency_runs=cfg.latency_runs,
                                           latency_warmup=cfg.latency_warmup)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agelab.cli import exit_with_error, run_main, run_or_exit
 from agelab.config import CONF_DIR
-from agelab.errors import ConfigError, require_int
+from agelab.errors import ConfigError, require_int, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,6 @@ def input_paths(value) -> list[Path]:
         if source.is_dir() and not any(path.is_file() for path in source.rglob("*")):
             raise ConfigError(f"input: the folder {source} holds no files")
     return list(dict.fromkeys(paths))  # a path given twice is predicted once
-
-
-def writable_folder(out_dir) -> Path:
-    """``out_dir`` created now, so a folder that cannot be written stops before any photo is read."""
-    folder = Path(str(out_dir))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"out_dir: cannot create {folder} ({exc.strerror or exc})") from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"out_dir: cannot write into {folder}")
-    return folder
 
 
 def predict(cfg: DictConfig):

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from agelab.checkpoint import load_module
 from agelab.cli import run_or_exit
+from agelab.errors import ConfigError
 from agelab.export import export
 from agelab.exporting import (ExportableAgeModel, agreement, calibration_images, export_onnx, export_torchscript,
                               ort_runner, quantize_int8, torch_runner, torchscript_runner)
@@ -162,9 +163,11 @@ def test_onnx_files_carry_the_training_crop_for_predict(trained):
 def test_registry_moves_champion_only_to_a_better_version(trained):
     uri = trained.client.tracking_uri
     run_id = trained.run.info.run_id
-    champion = str(trained.client.get_model_version_by_alias("agelab-age", "champion").version)
+    holder = trained.client.get_model_version_by_alias("agelab-age", "champion")
+    champion, faces = str(holder.version), holder.tags["test_set"]
+    assert faces.endswith("(96 faces)")  # the whole test split of the training run's data
     result = ExportResult(trained.export_dir, {"fp32": trained.export_dir / "model.onnx"},
-                          metrics={"export/fp32_mae": 1000.0})
+                          metrics={"export/fp32_mae": 1000.0}, test_set=faces)
     worse = register_onnx(uri, run_id, result, "agelab-age", 64)
     assert not worse["champion"] and int(worse["version"]) > int(champion)
     assert str(trained.client.get_model_version_by_alias("agelab-age", "champion").version) == champion
@@ -173,6 +176,15 @@ def test_registry_moves_champion_only_to_a_better_version(trained):
     assert better["champion"]
     assert str(trained.client.get_model_version_by_alias("agelab-age", "champion").version) == better["version"]
     assert trained.client.get_model_version("agelab-age", better["version"]).tags["test_mae"] == "0.500000"
+    # Scores over other faces (another dataset, a partial check) or by another score are not compared:
+    # the alias stays, however good they look.
+    other_faces = ExportResult(trained.export_dir, {"fp32": trained.export_dir / "model.onnx"},
+                               metrics={"export/fp32_mae": 0.1}, test_set=faces.replace("96", "8"))
+    groups = ExportResult(trained.export_dir, {"fp32": trained.export_dir / "model.onnx"},
+                          metrics={"export/fp32_accuracy": 1.0}, task="group", outputs=("probs",), test_set=faces)
+    for result in (other_faces, groups):
+        assert not register_onnx(uri, run_id, result, "agelab-age", 64)["champion"]
+        assert str(trained.client.get_model_version_by_alias("agelab-age", "champion").version) == better["version"]
 
 
 def export_cfg(trained, out_dir, *overrides):
@@ -187,6 +199,7 @@ def test_cli_logs_into_the_checkpoint_run_or_a_new_one(trained, tmp_path):
     run = trained.client.get_run(trained.run.info.run_id)  # the run that wrote the checkpoint
     assert run.data.tags["export.ckpt"] == str(Path(trained.ckpt).resolve())
     assert run.data.metrics["export/check_faces"] == 32  # the latest export's value
+    assert math.isnan(run.data.metrics["export/latency_ms_int8_onnx"])  # not measured this time: no stale figure
 
     checkpoint = torch.load(trained.ckpt, weights_only=True)
     checkpoint.pop(RUN_ID_KEY)
@@ -196,6 +209,9 @@ def test_cli_logs_into_the_checkpoint_run_or_a_new_one(trained, tmp_path):
     experiment = trained.client.get_experiment_by_name("agelab-export")
     runs = trained.client.search_runs([experiment.experiment_id])
     assert len(runs) == 1 and runs[0].data.metrics["export/fp32_max_abs_diff"] < 1e-4
+    assert runs[0].info.status == "FINISHED"  # its own run is ended (the training run keeps its status)
+    with pytest.raises(ConfigError, match="out_dir: cannot create"):  # before any work
+        export(export_cfg(trained, tmp_path / "c", f"ckpt={orphan}", f"out_dir={orphan}/inside"))
     assert {a.path for a in trained.client.list_artifacts(runs[0].info.run_id, "export")} >= {"export/model.onnx"}
 
 

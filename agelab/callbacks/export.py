@@ -52,7 +52,8 @@ class ExportCallback(pl.Callback):
     def on_test_end(self, trainer, pl_module):
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
-        from agelab.exporting.pipeline import calibration_images, eval_batches, export_model, format_table, onnx_metadata
+        from agelab.exporting.pipeline import (calibration_images, eval_batches, export_model, format_table, onnx_metadata,
+                                              test_set_id)
 
         module, cfg = self.trained_module(trainer, pl_module)
         datamodule = trainer.datamodule
@@ -62,6 +63,7 @@ class ExportCallback(pl.Callback):
                                    eval_batches(datamodule, datamodule.eval_batch_size), self.check_size,
                                    self.latency_runs, self.latency_warmup,
                                    onnx_metadata(cfg) if cfg is not None else None)
+        self.result.test_set = test_set_id(cfg, self.result.metrics.get("export/check_faces"))
         log.info("export:\n%s", format_table(self.result))
         client, run_id = mlflow_run(trainer)
         if client is not None:

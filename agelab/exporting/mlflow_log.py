@@ -8,6 +8,7 @@ signature is written from the known input and output shapes.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,13 +23,14 @@ from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from agelab.exporting.pipeline import ExportResult, format_table
+from agelab.exporting.pipeline import PREFIX, ExportResult, format_table
 from agelab.tracking import experiment_id, git_commit
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "export"
 EXPORT_EXPERIMENT = "agelab-export"
 CHAMPION = "champion"
+TEST_SET_TAG = "test_set"  # which faces a version's score is over
 
 
 def new_export_run(client: MlflowClient, experiment_name: str = EXPORT_EXPERIMENT, root_dir: str | Path = ".",
@@ -57,7 +59,11 @@ def log_to_run(client: MlflowClient, run_id: str, result: ExportResult, tags: di
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
     client.log_text(run_id, format_table(result) + "\n", f"{ARTIFACT_DIR}/report.txt")
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in result.metrics.items()])
+    # A figure an earlier export logged and this one did not measure (latency_runs=0) is NaN now: the
+    # run's latest values all describe the latest files.
+    stale = {k: math.nan for k in client.get_run(run_id).data.metrics
+             if k.startswith(PREFIX) and k not in result.metrics}
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in {**result.metrics, **stale}.items()])
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, str(value))
 
@@ -85,13 +91,24 @@ def onnx_signature(result: ExportResult, input_size: int) -> ModelSignature:
     return ModelSignature(inputs=Schema([image]), outputs=Schema(outputs))
 
 
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, None when it is not set."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def register_onnx(tracking_uri: str, run_id: str, result: ExportResult, registered_model_name: str,
                   input_size: int, alias: str = CHAMPION) -> dict:
     """Log model.onnx as an MLflow model of the run and register it as a new version.
 
-    The version gets its fp32 test score as a tag (``test_mae`` or ``test_accuracy``); ``alias``
-    moves to it when no other version of the model scores better. Returns the version number,
-    whether it holds the alias, and the score.
+    The version gets its fp32 test score (``test_mae`` or ``test_accuracy``) and which faces it is
+    over (``test_set``, see pipeline.test_set_id) as tags. ``alias`` moves to it when no version
+    scored on the same faces by the same score does better, and the alias's current holder, if any,
+    is one of those: a score over other faces (another dataset, split or check size) or another
+    score (a group head's accuracy against an MAE) is not compared, and the alias stays, with a
+    warning. Returns the version number, whether it holds the alias, and the score.
     """
     with fluent_run(tracking_uri, run_id):
         info = mlflow.onnx.log_model(
@@ -105,10 +122,22 @@ def register_onnx(tracking_uri: str, run_id: str, result: ExportResult, register
         tag = f"{score:.6f}"
         score = float(tag)  # compare as stored, so a re-export of the same model ties
         client.set_model_version_tag(registered_model_name, version, result.score_name, tag)
-        others = [float(v.tags[result.score_name]) for v in
-                  client.search_model_versions(f"name='{registered_model_name}'")
-                  if str(v.version) != version and result.score_name in v.tags]
-        champion = all(result.better(score, other) for other in others)
+        client.set_model_version_tag(registered_model_name, version, TEST_SET_TAG, result.test_set)
+
+        def comparable(v) -> bool:
+            return result.score_name in v.tags and v.tags.get(TEST_SET_TAG, "") == result.test_set
+
+        others = [v for v in client.search_model_versions(f"name='{registered_model_name}'") if str(v.version) != version]
+        holding = alias_version(client, registered_model_name, alias)
+        holder = next((v for v in others if str(v.version) == holding), None)
+        champion = all(result.better(score, float(v.tags[result.score_name])) for v in others if comparable(v))
+        if champion and holder is not None and not comparable(holder):
+            champion = False
+            log.warning("alias %s stays on %s version %s: it was scored on other faces or by another score "
+                        "(%s %s) than version %s (%s %s); move it by hand if this one should serve",
+                        alias, registered_model_name, holder.version, holder.tags.get(TEST_SET_TAG, "?"),
+                        next((k for k in ("test_mae", "test_accuracy") if k in holder.tags), "no score"),
+                        version, result.test_set, result.score_name)
         if champion:
             client.set_registered_model_alias(registered_model_name, alias, version)
     return {"version": version, "champion": champion, "score": score, "model_uri": info.model_uri}

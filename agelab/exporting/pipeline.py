@@ -5,6 +5,7 @@ Used by ``python -m agelab.export`` and by the ExportCallback at the end of trai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Iterable
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from agelab.errors import ConfigError
 from agelab.exporting.checks import agreement
@@ -38,6 +40,7 @@ class ExportResult:
     metrics: dict[str, float] = field(default_factory=dict)
     task: str = "age"
     outputs: tuple[str, ...] = ("age", "std")
+    test_set: str = ""  # which faces the score is over (see test_set_id); "" when unknown
 
     @property
     def score_name(self) -> str:
@@ -136,6 +139,26 @@ def export_model(module: torch.nn.Module, out_dir: str | Path, input_size: int, 
     return result
 
 
+# Where the data lies on this machine: not part of which faces they are.
+LOCATION_KEYS = ("root", "test_root", "cache_dir")
+
+
+def test_set_id(cfg, faces: float | None) -> str:
+    """Which test faces a score is over: a digest of the checkpoint's data source (dataset, reader,
+    split, fold, seed, sizes, face settings; not its folders) and the number of faces checked. Scores
+    are compared in the model registry only between equal ids."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in LOCATION_KEYS}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    if cfg is None or faces is None:
+        return ""
+    source = strip(OmegaConf.to_container(cfg.data.source, resolve=True))
+    digest = hashlib.sha1(json.dumps(source, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{digest} ({int(faces)} faces)"
+
+
 def onnx_metadata(cfg) -> dict[str, str]:
     """What predict needs beside the weights: the face-crop settings the model was trained with
     (``agelab.cropper``, JSON), so photos are cropped as the training faces were."""
@@ -157,6 +180,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibration_si
     batches = eval_batches(datamodule, cfg.data.get("eval_batch_size") or cfg.data.batch_size) if checks else None
     result = export_model(module, out_dir, int(cfg.model.input_size), calibration, batches, check_limit,
                           latency_runs, latency_warmup, onnx_metadata(cfg))
+    result.test_set = test_set_id(cfg, result.metrics.get(f"{PREFIX}check_faces"))
     return result, cfg
 
 
