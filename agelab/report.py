@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
-from agelab.errors import ConfigError
+from agelab.errors import ConfigError, require_int, writable_folder
 from agelab.results import (describe_left_out, load_runs, require_runs, select_runs, summarize,
                             to_csv, to_markdown)
 from agelab.results.runs import plural
@@ -43,6 +43,9 @@ def build_report(cfg: DictConfig) -> Report:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if not isinstance(cfg.ddof, int) or cfg.ddof not in (0, 1):
         raise ConfigError(f"ddof must be 0 or 1, got {cfg.ddof!r}")
+    require_int("precision", cfg.precision, 0)
+    if cfg.out:
+        writable_folder(Path(str(cfg.out)).parent, "out")  # before the store is read, not after the table
     uri = store_uri(cfg.root_dir, cfg.tracking_uri)
     runs = load_runs(uri, plain(cfg.experiments))
     selected = select_runs(runs, include_eval=cfg.include_eval)
@@ -62,7 +65,6 @@ def report(cfg: DictConfig) -> Report:
           + (f"; left out: {left_out}" if left_out else ""), file=sys.stderr)
     if cfg.out:
         out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.text)
         print(f"{cfg.format} table written to {out}", file=sys.stderr)
     return result

@@ -311,8 +311,9 @@ def test_face_settings_out_of_range_and_an_opencv_without_detector_are_refused(m
     from agelab.errors import ConfigError
 
     for setting, value in (("min_face_size", -5), ("min_sharpness", -1.0), ("min_neighbors", -1),
-                           ("max_image_side", 0)):
-        with pytest.raises(ValueError, match=f"^{setting} must be"):
+                           ("max_image_side", 0), ("min_face_size", "abc"), ("enlarge", None), ("align", "yes"),
+                           ("detect_side", 32), ("min_neighbors", 2.5)):
+        with pytest.raises(ConfigError, match=f"^{setting} must be .*, got {value!r}$"):
             FaceCropper(**{setting: value})
     monkeypatch.delattr(cv2, "CascadeClassifier")
     with pytest.raises(ConfigError, match="has no CascadeClassifier .*opencv-python-headless>=4.9,<5"):

@@ -233,6 +233,10 @@ def test_bad_options_and_empty_results_end_in_one_line(store):
         build_report(report_cfg(store, "group_by=[colour]"))
     with pytest.raises(ConfigError, match="^format must be one of markdown, csv"):
         build_report(report_cfg(store, "format=html"))
+    with pytest.raises(ConfigError, match="^precision must be an integer >= 0, got -1$"):
+        build_report(report_cfg(store, "precision=-1"))
+    with pytest.raises(ConfigError, match="^out: cannot create /proc/no"):  # before the store is read
+        build_report(report_cfg(store, "out=/proc/no/table.csv"))
     missing = store.root / "elsewhere" / "mlflow.db"
     with pytest.raises(ConfigError, match=f"^tracking_uri: no MLflow store at {missing}"):
         build_report(report_cfg(store, f"tracking_uri=sqlite:///{missing}"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 
 from agelab.data.native_stderr import native_stderr
+from agelab.errors import ConfigError
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
@@ -247,23 +249,25 @@ class FaceCropper:
     def __init__(self, output_size: int = 128, enlarge: float = 1.2, detect: bool = True, align: bool = True,
                  min_face_size: int = 32, min_sharpness: float = 20.0, scale_factor: float = 1.1,
                  min_neighbors: int = 5, max_image_side: int = 4000, detect_side: int | None = None):
-        if int(output_size) <= 0:
-            raise ValueError(f"output_size must be positive, got {output_size}")
-        if enlarge <= 0:
-            raise ValueError(f"enlarge must be positive, got {enlarge}")
-        if scale_factor <= 1.0:
-            raise ValueError(f"scale_factor must be above 1, got {scale_factor}")
-        for name, value in (("min_face_size", min_face_size), ("min_sharpness", min_sharpness),
-                            ("min_neighbors", min_neighbors)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if int(max_image_side) <= 0:
-            raise ValueError(f"max_image_side must be positive, got {max_image_side}")
-        if detect_side and int(detect_side) < 64:
-            raise ValueError(f"detect_side must be 0 or null (full size) or at least 64, got {detect_side}")
-        if (detect or align) and not hasattr(cv2, "CascadeClassifier"):
-            from agelab.errors import ConfigError  # not a setting: the installed OpenCV cannot detect
+        def need(name, value, ok: bool, wanted: str):
+            if not ok:
+                raise ConfigError(f"{name} must be {wanted}, got {value!r}")
 
+        def number(value, whole: bool = False) -> bool:
+            return not isinstance(value, bool) and isinstance(value, numbers.Integral if whole else numbers.Real)
+
+        need("output_size", output_size, number(output_size, True) and output_size > 0, "a positive integer")
+        need("enlarge", enlarge, number(enlarge) and enlarge > 0, "a positive number")
+        need("scale_factor", scale_factor, number(scale_factor) and scale_factor > 1, "a number above 1")
+        for name, value, whole in (("min_face_size", min_face_size, True), ("min_sharpness", min_sharpness, False),
+                                   ("min_neighbors", min_neighbors, True)):
+            need(name, value, number(value, whole) and value >= 0, f"{'an integer' if whole else 'a number'} >= 0")
+        need("max_image_side", max_image_side, number(max_image_side, True) and max_image_side > 0, "a positive integer")
+        need("detect_side", detect_side, detect_side is None or (number(detect_side, True) and (detect_side == 0 or detect_side >= 64)),
+             "0 or null (full size) or an integer >= 64")
+        need("detect", detect, isinstance(detect, bool), "true or false")
+        need("align", align, isinstance(align, bool), "true or false")
+        if (detect or align) and not hasattr(cv2, "CascadeClassifier"):  # the installed OpenCV cannot detect
             raise ConfigError(f"OpenCV {cv2.__version__} has no CascadeClassifier (the face and eye detector; "
                               "OpenCV 5 dropped it): pip install 'opencv-python-headless>=4.9,<5'")
         self.output_size, self.enlarge = int(output_size), float(enlarge)

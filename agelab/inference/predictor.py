@@ -46,7 +46,9 @@ def make_cropper(settings: dict, overrides: dict | None = None) -> FaceCropper:
     settings["detect"] = True
     try:
         return FaceCropper(**settings)
-    except (TypeError, ValueError) as exc:
+    except ConfigError as exc:  # "<setting> must be ..."
+        raise ConfigError(f"faces.{exc}") from exc
+    except TypeError as exc:
         raise ConfigError(f"faces: {exc}") from exc
 
 
