@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.config_checks import check_targets, require_values, unknown_group_choice, unknown_key
+from agelab.config_checks import check_targets, require_values, unknown_group_choice, composition_mistake
 from agelab.errors import AgelabError
 
 
@@ -70,7 +70,7 @@ def run_main(main, config_name: str) -> None:
     """An entry point's ``main()`` (composing ``conf/<config_name>.yaml``), after one line and exit code
     2 for an unknown group choice or key (Hydra's own message spans several lines and exits with 1)."""
     argv = [a for a in sys.argv[1:] if "=" in a or a.startswith(("-", "~"))]  # (predict's bare paths are not overrides)
-    mistake = unknown_group_choice(argv) or unknown_key(config_name, argv)
+    mistake = unknown_group_choice(argv) or composition_mistake(config_name, argv)
     if mistake:
         exit_with_error(mistake)
     main()

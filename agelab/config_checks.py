@@ -116,14 +116,28 @@ def unknown_group_choice(argv: list[str], conf_dir=CONF_DIR) -> str | None:
     return None
 
 
-# Hydra's words for an override of a key the config does not have (or adding one it has).
-KEY_MISTAKES = ("Could not override", "Could not append", "Could not delete")
+# Hydra's words for a config it cannot compose from the overrides: a key the config lacks (or adding one
+# it has), an option no conf/<group>/ file holds (Hydra's own groups too: hydra/launcher=nope).
+COMPOSE_MISTAKES = ("Could not override", "Could not append", "Could not delete", "Could not find")
 
 
-def unknown_key(config_name: str, argv: list[str]) -> str | None:
-    """``faces.enlargee=2`` (a key ``conf/<config_name>.yaml`` lacks, also in a sweep) in one line, with
-    the nearest key of that node; None when every override fits. Composes the config once (a fraction
-    of a second); Hydra's other errors are left to Hydra."""
+def check_value(override):
+    """The value a sweep override is checked with: its first choice, or an interval's start (the keys
+    are the same for every job); None when there is none to take."""
+    from hydra.errors import HydraException
+
+    try:
+        return next(iter(override.sweep_string_iterator()), None)
+    except HydraException:  # interval(...) of the Optuna sweeper: not enumerable
+        start = getattr(override.value(), "start", None)
+        return None if start is None else str(start)
+
+
+def composition_mistake(config_name: str, argv: list[str]) -> str | None:
+    """What Hydra could not compose from ``argv`` (``faces.enlargee=2``: a key ``conf/<config_name>.yaml``
+    lacks, also in a sweep; ``hydra/launcher=nope``) in one line, a misspelt key with the nearest key of
+    its node; None when it composes. Composes the config once (a fraction of a second); Hydra's other
+    errors are left to Hydra."""
     import difflib
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -137,22 +151,24 @@ def unknown_key(config_name: str, argv: list[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides([a for a in argv if "=" in a or a.startswith("~")])
     except Exception:  # noqa: BLE001 - a syntax error is Hydra's to tell
         return None
-    # A sweep is checked with its first value: the keys are the same for every job.
-    overrides = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()), '')}" if o.is_sweep_override()
-                 else o.input_line for o in parsed]
+    overrides = {}
+    for o in parsed:
+        value = check_value(o) if o.is_sweep_override() else None
+        if not o.is_sweep_override() or value is not None:
+            overrides[id(o)] = f"{o.get_key_element()}={value}" if o.is_sweep_override() else o.input_line
     try:
-        compose_config(config_name, overrides)
+        compose_config(config_name, list(overrides.values()))
         return None
     except ConfigError as exc:
         message = str(exc)
-    if not message.startswith(KEY_MISTAKES):
+    if not any(phrase in message for phrase in COMPOSE_MISTAKES):
         return None
     bad = next((o for o in parsed if f"'{o.key_or_group}'" in message), None)
     if bad is None or not message.startswith("Could not override"):
         return message
     parent, _, leaf = bad.key_or_group.rpartition(".")
     try:
-        cfg = compose_config(config_name, [x for o, x in zip(parsed, overrides) if o is not bad])
+        cfg = compose_config(config_name, [line for key, line in overrides.items() if key != id(bad)])
         node = OmegaConf.select(cfg, parent) if parent else cfg
     except ConfigError:
         node = None

@@ -67,7 +67,7 @@ def test_group_choices_are_checked_as_hydra_reads_them():
     ("report", ["precison=2"], "error: precison is not a key of the report config (did you mean precision?; "
                                "to add a new key: +precison=2)"),
 ])
-def test_an_unknown_key_is_one_line_naming_the_nearest(tmp_path, command, arguments, message):
+def test_an_composition_mistake_is_one_line_naming_the_nearest(tmp_path, command, arguments, message):
     result = subprocess.run([sys.executable, "-m", f"agelab.{command}", *arguments], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stderr.strip()) == (2, message)
@@ -75,15 +75,19 @@ def test_an_unknown_key_is_one_line_naming_the_nearest(tmp_path, command, argume
 
 
 def test_overrides_that_fit_pass_the_key_check():
-    from agelab.config_checks import unknown_key
+    from agelab.config_checks import composition_mistake
 
-    for config, argv in [("train", ["-m", "hparams_search=optuna", "data.source.train_size=range(100,300,100)"]),
+    for config, argv in [("train", ["-m", "hparams_search=optuna", "data.source.train_size=range(100,300,100)",
+                                    "optimizer.lr=tag(log,interval(0.0001,0.1))"]),
                          ("train", ["experiment=levi_synth", "+trainer.gradient_clip_val=1.0", "~callbacks.cs_curve_figure"]),
                          ("train", ["data=morph2", "data.root=/x", "data/split@data.source.split=subject"]),
                          ("predict", ["input=[a.jpg,b.jpg]", "onnx=m.onnx", "video.every=2"]),
                          ("train", ["--cfg", "job", "nothing.here=1"])]:  # Hydra's flags: left to Hydra
-        assert unknown_key(config, argv) is None, argv
-    assert unknown_key("train", ["~nothing"]).startswith("Could not delete from config")
+        assert composition_mistake(config, argv) is None, argv
+    assert composition_mistake("train", ["~nothing"]).startswith("Could not delete from config")
+    launcher = composition_mistake("train", ["hydra/launcher=nope"])  # Hydra's own groups, in one line
+    assert launcher.startswith("In 'hydra/config': Could not find 'hydra/launcher/nope' Available options in "
+                               "'hydra/launcher': ") and " local slurm " in launcher and "\n" not in launcher
 
 
 @pytest.mark.parametrize("command", ["train", "prepare", "eval", "predict", "export", "cv", "report"])
