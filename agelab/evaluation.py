@@ -256,7 +256,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(cfg, train_cfg)
     check_targets(data_cfg)
     check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
-    pl.seed_everything(cfg.get("seed", 0), workers=True)
+    pl.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
     module, _ = load_module(ckpt, stored)
     del stored
     datamodule = instantiate(data_cfg)

@@ -117,13 +117,14 @@ def shortened(overrides: list[str]) -> str:
     return " ".join(overrides[:SHOWN]) + more
 
 
-def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> None:
-    """ConfigError with the overrides to repeat when ``cfg`` is not the setup the checkpoint trained."""
+def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path: str, start_over: str = "drop ckpt_path") -> None:
+    """ConfigError with the overrides to repeat when ``cfg`` is not the setup the checkpoint trained;
+    ``start_over``: how this command would start a new run instead."""
     _, overrides = compare_setup(cfg, checkpoint)
     if overrides:
         raise ConfigError(f"{ckpt_path} was trained with another setup; repeat its overrides to resume it "
                           f"({shortened(overrides)}; all of them are in the run's config/config.yaml), "
-                          "or drop ckpt_path to start a new run")
+                          f"or {start_over} to start a new run")
 
 
 def warn_if_other_data(cfg: DictConfig, checkpoint: dict, ckpt_path: str) -> None:

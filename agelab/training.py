@@ -5,6 +5,7 @@ is its command line."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -55,6 +56,22 @@ def auto_resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
+def set_aside_old_checkpoints(folder: Path) -> None:
+    """A new run in a folder that holds another run's checkpoints (``auto_resume=false`` with a fixed
+    ``hydra.run.dir``): those move to ``replaced-<time>/`` beside, so the new run's best and last files
+    are its own and nothing is overwritten."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    old = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not old or rank_zero_only.rank != 0:
+        return
+    aside = folder / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in old:
+        path.rename(aside / path.name)
+    log.warning("a new run in %s: the %d checkpoint(s) of the run before it moved to %s", folder, len(old), aside)
+
+
 def require_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer on a machine whose torch sees no CUDA device: one line, before any data is read."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
@@ -82,14 +99,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric (train/val/test)."""
     require_accelerator(cfg)
     require_training_setup(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is a run param; no line before an error)
     ckpt_path, run_id = cfg.ckpt_path or auto_resume_checkpoint(cfg), None
     if ckpt_path:
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
         checkpoint = read_checkpoint(ckpt_path)
         run_id = checkpoint.get(RUN_ID_KEY)  # the MLflow run the training goes on in
-        check_resume(cfg, checkpoint, ckpt_path)  # before the run is reopened
+        check_resume(cfg, checkpoint, ckpt_path,  # before the run is reopened
+                     "drop ckpt_path" if cfg.ckpt_path else "add auto_resume=false (or another hydra.run.dir)")
         done = finished_run_metrics(cfg, checkpoint)
         if done is not None:
             log.info("%s: already trained %d epochs and tested; nothing to do (raise trainer.max_epochs to "
@@ -97,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             return done
         with open_dict(cfg):  # keep writing checkpoints next to the one we resume from
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
+    else:
+        set_aside_old_checkpoints(Path(cfg.callbacks.model_checkpoint.dirpath))
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)

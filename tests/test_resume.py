@@ -57,6 +57,8 @@ def test_resume_error_and_weights_from_warning(tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"^last.ckpt was trained with another setup; repeat its overrides to "
                                           r"resume it \(seed=42; all of them"):
         check_resume(command(tmp_path, "seed=7"), stored, "last.ckpt")
+    with pytest.raises(ConfigError, match=r", or add auto_resume=false to start a new run$"):  # found by itself
+        check_resume(command(tmp_path, "seed=7"), stored, "last.ckpt", "add auto_resume=false")
     with caplog.at_level(logging.WARNING, logger="agelab.resume"):
         warn_if_other_data(command(tmp_path, "optimizer.lr=0.1"), stored, "base.ckpt")  # same faces: quiet
         warn_if_other_data(command(tmp_path, "data.batch_size=8"), stored, "base.ckpt")  # only batched otherwise
@@ -91,3 +93,20 @@ def test_another_group_is_named_as_the_group_choice_it_was_trained_with(tmp_path
     named = overrides(command(tmp_path, "data=synth"), stored)
     assert named[0] == "data=utkface" and "data/split@data.source.split=subject" in named
     assert not [o for o in named if "_target_" in o]
+
+
+def test_a_new_run_sets_the_checkpoints_of_the_one_before_aside(tmp_path, caplog):
+    from agelab.training import set_aside_old_checkpoints
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "last.ckpt").write_text("old")
+    (folder / "epoch002.ckpt").write_text("old best")
+    with caplog.at_level(logging.WARNING, logger="agelab.training"):
+        set_aside_old_checkpoints(folder)
+    aside = [p for p in folder.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == ["epoch002.ckpt", "last.ckpt"]
+    assert not list(folder.glob("*.ckpt")) and "2 checkpoint(s) of the run before it moved" in caplog.text
+    set_aside_old_checkpoints(folder)  # nothing left to move: nothing happens
+    set_aside_old_checkpoints(tmp_path / "missing")
+    assert len(list(folder.iterdir())) == 1
