@@ -45,3 +45,18 @@ def test_age_changes_the_face():
     between_ages = np.abs(young - old).mean()
     within_band = np.abs(mid_a[:half].mean(0) - mid_a[half:].mean(0)).mean()
     assert between_ages > 1.5 * within_band
+
+
+def test_contact_sheet_command_writes_the_sheet_and_refuses_bad_arguments(tmp_path, capsys):
+    import cv2
+    import pytest
+
+    from agelab.data.synth import main
+
+    main(["--sheet", str(tmp_path / "sheet.png"), "--count", "3", "--size", "32"])
+    assert cv2.imread(str(tmp_path / "sheet.png")) is not None and "wrote" in capsys.readouterr().out
+    for argv, message in ((["--count", "0"], "--count must be >= 1"), (["--size", "0"], "--size >= 16"),
+                          (["--sheet", str(tmp_path / "sheet.txt")], "not an image file name")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--sheet", str(tmp_path / "x.png"), *argv])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -284,9 +284,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.count < 1 or args.size < 16:
+        parser.error(f"--count must be >= 1 and --size >= 16, got {args.count} and {args.size}")
+    if not cv2.haveImageWriter(str(args.sheet)):
+        parser.error(f"--sheet {args.sheet}: not an image file name OpenCV can write (.png, .jpg, ...)")
     sheet = contact_sheet(SynthSpec(count=args.count, size=args.size, seed=args.seed))
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.sheet), sheet[..., ::-1])
+    if not cv2.imwrite(str(args.sheet), sheet[..., ::-1]):
+        parser.error(f"--sheet {args.sheet}: could not be written")
     print(f"wrote {args.sheet} ({args.count} faces)")
 
 
