@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.config_checks import check_targets, require_values, unknown_group_choice, composition_mistake
+from agelab.config_checks import check_targets, composition_mistake, require_values, unknown_group_choice
 from agelab.errors import AgelabError
 
 
@@ -66,11 +66,19 @@ def argument_mistake(exc: BaseException) -> str | None:
     return f"{where or 'config'}: {reason.group(2)}" if reason else None
 
 
-def run_main(main, config_name: str) -> None:
+def run_main(main, config_name: str, bare_arguments=None) -> None:
     """An entry point's ``main()`` (composing ``conf/<config_name>.yaml``), after one line and exit code
-    2 for an unknown group choice or key (Hydra's own message spans several lines and exits with 1)."""
-    argv = [a for a in sys.argv[1:] if "=" in a or a.startswith(("-", "~"))]  # (predict's bare paths are not overrides)
-    mistake = unknown_group_choice(argv) or composition_mistake(config_name, argv)
+    2 for an unknown group choice or a config Hydra cannot compose (Hydra's own message spans several
+    lines and exits with 1). ``bare_arguments``: turns the command's own non-override arguments into
+    overrides first (predict's paths)."""
+    try:
+        if bare_arguments is not None:
+            sys.argv[1:] = bare_arguments(sys.argv[1:])
+        # The group check alone also covers a command with Hydra's flags (--cfg job), which the
+        # composition check leaves to Hydra.
+        mistake = unknown_group_choice(sys.argv[1:]) or composition_mistake(config_name, sys.argv[1:])
+    except AgelabError as exc:
+        mistake = exc
     if mistake:
         exit_with_error(mistake)
     main()

@@ -148,27 +148,29 @@ def composition_mistake(config_name: str, argv: list[str]) -> str | None:
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
         return None  # --cfg, --config-name, ...: Hydra's flags change what is composed
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if "=" in a or a.startswith("~")])
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if a not in ("-m", "--multirun")])
     except Exception:  # noqa: BLE001 - a syntax error is Hydra's to tell
         return None
-    overrides = {}
+    checked = []  # (override, the line composed for it)
     for o in parsed:
-        value = check_value(o) if o.is_sweep_override() else None
-        if not o.is_sweep_override() or value is not None:
-            overrides[id(o)] = f"{o.get_key_element()}={value}" if o.is_sweep_override() else o.input_line
+        value = check_value(o) if o.is_sweep_override() else o.input_line
+        if value is not None:
+            checked.append((o, f"{o.get_key_element()}={value}" if o.is_sweep_override() else value))
     try:
-        compose_config(config_name, list(overrides.values()))
+        compose_config(config_name, [line for _, line in checked])
         return None
     except ConfigError as exc:
         message = str(exc)
+    except ValueError as exc:  # group=null, where the defaults list has no null option
+        return f"{exc} (to drop a config group's default, use ~<group>)"
     if not any(phrase in message for phrase in COMPOSE_MISTAKES):
         return None
-    bad = next((o for o in parsed if f"'{o.key_or_group}'" in message), None)
+    bad = next((o for o, _ in checked if f"'{o.key_or_group}'" in message), None)
     if bad is None or not message.startswith("Could not override"):
         return message
     parent, _, leaf = bad.key_or_group.rpartition(".")
     try:
-        cfg = compose_config(config_name, [line for key, line in overrides.items() if key != id(bad)])
+        cfg = compose_config(config_name, [line for o, line in checked if o is not bad])
         node = OmegaConf.select(cfg, parent) if parent else cfg
     except ConfigError:
         node = None

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.cli import exit_with_error, run_main, run_or_exit
+from agelab.cli import run_main, run_or_exit
 from agelab.config import CONF_DIR
 from agelab.errors import ConfigError, require_int, writable_folder
 
@@ -100,7 +100,7 @@ def predict(cfg: DictConfig):
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
-def _main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> None:
     report = run_or_exit(predict, cfg)
     failed = [(file, status) for file, status in report.file_status.items() if status in FAILED_STATUSES]
     for file, status in failed[:SHOWN_FAILURES]:
@@ -111,13 +111,5 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-def main() -> None:
-    try:
-        sys.argv[1:] = positional_input(sys.argv[1:])
-    except ConfigError as exc:
-        exit_with_error(exc)
-    _main()
-
-
 if __name__ == "__main__":
-    run_main(main, "predict")
+    run_main(main, "predict", bare_arguments=positional_input)

@@ -5,6 +5,7 @@ is its command line."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,20 +57,24 @@ def auto_resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
-def set_aside_old_checkpoints(folder: Path) -> None:
+# Checkpoints a new run starts from (fine-tuning, pruning, distillation), read at build time and at test.
+STARTING_CHECKPOINTS = ("weights_from", "teacher_ckpt")
+
+
+def set_aside_old_checkpoints(folder: Path) -> dict[Path, Path]:
     """A new run in a folder that holds another run's checkpoints (``auto_resume=false`` with a fixed
-    ``hydra.run.dir``): those move to ``replaced-<time>/`` beside, so the new run's best and last files
-    are its own and nothing is overwritten."""
+    ``hydra.run.dir``): those move into ``<folder>/replaced-<time>-<random>/``, so the new run's best and
+    last files are its own and nothing is overwritten. Returns {old path: new path}, resolved."""
     from pytorch_lightning.utilities import rank_zero_only
 
     old = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
     if not old or rank_zero_only.rank != 0:
-        return
-    aside = folder / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-    aside.mkdir()
+        return {}
+    aside = Path(tempfile.mkdtemp(prefix=f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-", dir=folder))
     for path in old:
         path.rename(aside / path.name)
     log.warning("a new run in %s: the %d checkpoint(s) of the run before it moved to %s", folder, len(old), aside)
+    return {path.resolve(): (aside / path.name).resolve() for path in old}
 
 
 def require_accelerator(cfg: DictConfig) -> None:
@@ -115,10 +120,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             return done
         with open_dict(cfg):  # keep writing checkpoints next to the one we resume from
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
-    else:
-        set_aside_old_checkpoints(Path(cfg.callbacks.model_checkpoint.dirpath))
 
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)  # (its settings checked before any file is moved)
+    if not ckpt_path:
+        moved = set_aside_old_checkpoints(Path(cfg.callbacks.model_checkpoint.dirpath))
+        for key in STARTING_CHECKPOINTS:  # a base or teacher among them is read from where it went
+            value = OmegaConf.select(cfg, key)
+            if value and Path(str(value)).resolve() in moved:
+                cfg[key] = str(moved[Path(str(value)).resolve()])
     module = build_module(cfg)
     logger = instantiate(cfg.logger, run_id=run_id)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]

@@ -52,7 +52,7 @@ def test_device_eval_slices_a_cache_at_the_margin_size_as_the_resample_would(tmp
     assert augment._eval_crop(other).shape == (3, 3, 112, 112)
 
 
-def test_device_augmentation_draws_resume_where_the_checkpoint_left_them(tmp_path):
+def test_device_augmentation_draws_resume_where_the_checkpoint_left_them(tmp_path, monkeypatch):
     cfg = compose_config(tmp_path, ["data.augment_on=device"])
     first = instantiate(cfg.data)
     augment = first.device_transforms["train"]
@@ -65,6 +65,17 @@ def test_device_augmentation_draws_resume_where_the_checkpoint_left_them(tmp_pat
     resumed.load_state_dict(saved)
     assert torch.equal(resumed.device_transforms["train"]._draw(8)["theta"], expected)
     assert instantiate(compose_config(tmp_path, ["data.augment_on=cpu"]).data).state_dict() == {}
+    # Under DDP the checkpoint holds the first process's state; another process re-seeds from it by rank.
+    import agelab.data.batch_augment as batch_augment
+
+    other = instantiate(cfg.data)
+    monkeypatch.setattr(batch_augment, "_rank", lambda: 1)
+    other.load_state_dict(saved)
+    apart = other.device_transforms["train"]._draw(8)["theta"]
+    assert not torch.equal(apart, expected)
+    again = instantiate(cfg.data)
+    again.load_state_dict(saved)
+    assert torch.equal(again.device_transforms["train"]._draw(8)["theta"], apart)  # reproducible
 
 
 def test_device_blur_is_as_strong_as_the_cpu_blur(tmp_path):

@@ -74,6 +74,13 @@ def test_an_composition_mistake_is_one_line_naming_the_nearest(tmp_path, command
     assert not any(tmp_path.iterdir())  # before Hydra made a run folder
 
 
+def test_a_photo_named_like_an_override_is_a_path_not_a_key(tmp_path):
+    (tmp_path / "age=30.jpg").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "agelab.predict", "age=30.jpg", "onnx=/no/model.onnx"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr.strip()) == (2, "error: onnx: no model at /no/model.onnx")
+
+
 def test_overrides_that_fit_pass_the_key_check():
     from agelab.config_checks import composition_mistake
 

@@ -103,10 +103,11 @@ def test_a_new_run_sets_the_checkpoints_of_the_one_before_aside(tmp_path, caplog
     (folder / "last.ckpt").write_text("old")
     (folder / "epoch002.ckpt").write_text("old best")
     with caplog.at_level(logging.WARNING, logger="agelab.training"):
-        set_aside_old_checkpoints(folder)
+        moved = set_aside_old_checkpoints(folder)
     aside = [p for p in folder.iterdir() if p.name.startswith("replaced-")]
+    assert moved[(folder / "last.ckpt").resolve()] == (aside[0] / "last.ckpt").resolve()
     assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == ["epoch002.ckpt", "last.ckpt"]
     assert not list(folder.glob("*.ckpt")) and "2 checkpoint(s) of the run before it moved" in caplog.text
-    set_aside_old_checkpoints(folder)  # nothing left to move: nothing happens
+    assert set_aside_old_checkpoints(folder) == {}  # nothing left to move: nothing happens
     set_aside_old_checkpoints(tmp_path / "missing")
     assert len(list(folder.iterdir())) == 1

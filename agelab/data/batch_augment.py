@@ -26,6 +26,11 @@ def _uniform(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return u * (high - low) + low
 
 
+def _rank() -> int:
+    """This process's rank under torch.distributed, 0 otherwise."""
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host tensor onto ``device`` without a sync (on CUDA a copy from pageable memory waits for the
     device; from pinned memory it is queued like a kernel)."""
@@ -63,8 +68,7 @@ class BatchAugment(nn.Module):
         if self.seed is None:
             return None
         if self._cpu_generator is None:
-            rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-            self._cpu_generator = torch.Generator().manual_seed(self.seed + rank)
+            self._cpu_generator = torch.Generator().manual_seed(self.seed + _rank())
         return self._cpu_generator
 
     def rng_state(self) -> torch.Tensor | None:
@@ -74,9 +78,14 @@ class BatchAugment(nn.Module):
         return None if g is None else g.get_state()
 
     def set_rng_state(self, state: torch.Tensor) -> None:
+        """Go on from a saved state. A checkpoint holds the first process's; under DDP each other
+        process goes on from it re-seeded with its rank, so the processes still draw apart."""
         g = self._generator()
-        if g is not None:
-            g.set_state(state)
+        if g is None:
+            return
+        g.set_state(state)
+        if _rank():
+            g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)) + _rank())
 
     def _draw(self, n: int) -> dict[str, torch.Tensor]:
         """Per-face parameters, on the CPU: ``theta`` (N, 2, 3) maps output coords in [-1, 1] to input

@@ -265,8 +265,8 @@ class FaceCropper:
         need("max_image_side", max_image_side, number(max_image_side, True) and max_image_side > 0, "a positive integer")
         need("detect_side", detect_side, detect_side is None or (number(detect_side, True) and (detect_side == 0 or detect_side >= 64)),
              "0 or null (full size) or an integer >= 64")
-        need("detect", detect, isinstance(detect, bool), "true or false")
-        need("align", align, isinstance(align, bool), "true or false")
+        need("detect", detect, detect in (True, False), "true or false")  # (1 and 0 too)
+        need("align", align, align in (True, False), "true or false")
         if (detect or align) and not hasattr(cv2, "CascadeClassifier"):  # the installed OpenCV cannot detect
             raise ConfigError(f"OpenCV {cv2.__version__} has no CascadeClassifier (the face and eye detector; "
                               "OpenCV 5 dropped it): pip install 'opencv-python-headless>=4.9,<5'")

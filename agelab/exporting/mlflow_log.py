@@ -108,7 +108,7 @@ def register_onnx(tracking_uri: str, run_id: str, result: ExportResult, register
     scored on the same faces by the same score does better, and the alias's current holder, if any,
     is one of those: a score over other faces (another dataset, split or check size) or another
     score (a group head's accuracy against an MAE) is not compared, and the alias stays, with a
-    warning. Returns the version number, whether it holds the alias, and the score.
+    warning (a holder registered before versions carried ``test_set`` gives way). Returns the version number, whether it holds the alias, and the score.
     """
     with fluent_run(tracking_uri, run_id):
         info = mlflow.onnx.log_model(
@@ -131,7 +131,11 @@ def register_onnx(tracking_uri: str, run_id: str, result: ExportResult, register
         holding = alias_version(client, registered_model_name, alias)
         holder = next((v for v in others if str(v.version) == holding), None)
         champion = all(result.better(score, float(v.tags[result.score_name])) for v in others if comparable(v))
-        if champion and holder is not None and not comparable(holder):
+        if champion and holder is not None and TEST_SET_TAG not in holder.tags:
+            log.warning("alias %s moves from %s version %s, which carries no %s tag (registered before versions "
+                        "did), so its score cannot be compared", alias, registered_model_name, holder.version,
+                        TEST_SET_TAG)
+        elif champion and holder is not None and not comparable(holder):
             champion = False
             log.warning("alias %s stays on %s version %s: it was scored on other faces or by another score "
                         "(%s %s) than version %s (%s %s); move it by hand if this one should serve",
