@@ -130,17 +130,51 @@ def test_callback_exports_the_best_checkpoint_into_the_training_run(trained):
     assert float(version.tags["test_mae"]) == pytest.approx(metrics["export/fp32_mae"], abs=1e-5)
 
 
-def test_registered_model_serves_the_trained_ages(trained):
-    """What `mlflow models serve -m models:/agelab-age@champion` answers: the module's ages for cropped,
-    normalised faces (the README's serving example)."""
+def load_served(trained, uri: str):
+    """``uri`` loaded from the fixture's store as ``mlflow models serve`` would load it."""
     import mlflow
 
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{trained.root.resolve() / 'mlflow.db'}")
     try:
-        served = mlflow.pyfunc.load_model("models:/agelab-age@champion")
+        return mlflow.pyfunc.load_model(uri)
     finally:
         mlflow.set_tracking_uri(before)
+
+
+def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
+    import base64
+
+    import cv2
+    import pandas as pd
+
+    from agelab.bench.prepare import write_photos
+    from agelab.data.faces import read_image
+    from agelab.inference import AgePredictor, OnnxBackend, make_cropper
+
+    backend = OnnxBackend(trained.export_dir / "model.int8.onnx", threads=1)
+    predictor = AgePredictor(backend, make_cropper(backend.face_settings))
+    photo = write_photos(tmp_path, 1, 320, predictor.cropper)["path"][0]  # a face the detector finds
+    expected, _ = predictor.faces(read_image(photo)[0])
+    blank = cv2.imencode(".png", np.full((200, 200, 3), 128, np.uint8))[1].tobytes()
+
+    def text(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    served = load_served(trained, trained.run.data.tags["export.photo_model"])
+    answer = served.predict(pd.DataFrame({"image": [text(Path(photo).read_bytes()), text(blank), "not base64!",
+                                                    text(b"not a photo")]}))
+    faces = answer[answer["image"] == 0]
+    assert list(faces["status"]) == ["ok"] * len(expected) and len(expected) >= 1
+    assert np.allclose(faces["age"], [f.age for f in expected], atol=1e-4)
+    assert list(faces[["x1", "y1", "x2", "y2"]].iloc[0]) == list(expected[0].box)
+    assert list(answer[answer["image"] > 0]["status"]) == ["no_face", "unreadable", "unreadable"]
+
+
+def test_registered_model_serves_the_trained_ages(trained):
+    """What `mlflow models serve -m models:/agelab-age@champion` answers: the module's ages for cropped,
+    normalised faces (the README's serving example)."""
+    served = load_served(trained, "models:/agelab-age@champion")
     images = next(iter(eval_batches(trained.datamodule, batch_size=8)))["image"]
     answer = served.predict({"images": images.numpy()})
     with torch.no_grad():

@@ -149,9 +149,15 @@ def register_onnx(tracking_uri: str, run_id: str, result: ExportResult, register
 
 def log_export(result: ExportResult, tracking_uri: str, run_id: str, input_size: int,
                registered_model_name: str | None = None, alias: str = CHAMPION, tags: dict | None = None) -> dict:
-    """Files, figures and (with a name) the registry entry; returns the registry answer or {}."""
+    """Files, figures, the photo model (agelab.inference.photo_model) and, with a name, the registry
+    entry; returns the registry answer or {}."""
+    from agelab.inference.photo_model import PHOTO_MODEL, log_photo_model
+
     client = MlflowClient(tracking_uri)
     log_to_run(client, run_id, result, tags)
+    with fluent_run(tracking_uri, run_id):  # whole photos in, ages out (mlflow models serve -m runs:/<id>/photo_model)
+        log_photo_model(result.files["int8"])
+    client.set_tag(run_id, "export.photo_model", f"runs:/{run_id}/{PHOTO_MODEL}")
     if not registered_model_name:
         return {}
     registered = register_onnx(tracking_uri, run_id, result, registered_model_name, input_size, alias)
