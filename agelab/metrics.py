@@ -56,8 +56,9 @@ class CumulativeScore(Metric):
 
     full_state_update = False
 
-    def __init__(self, max_theta: int = 15):
+    def __init__(self, max_theta: int = 15, breakdowns: bool = True):
         super().__init__()
+        self.breakdowns = breakdowns  # MAE by age band, gender, race (off: a few kernels less per batch)
         self.max_theta = max_theta
         self.add_state("hits", default=torch.zeros(max_theta + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -153,11 +154,13 @@ class AgeMetrics(nn.Module):
     scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (RACE_NAMES),
     ``n_age`` and the faces behind each breakdown (``n_age_<band>``, ``n_gender_<f|m>``, ``n_race_<name>``), ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
     ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
-    ``confusion_normalized`` (rows sum to 1).
+    ``confusion_normalized`` (rows sum to 1). ``breakdowns=False`` leaves out the MAE by age band, gender
+    and race (and their counts).
     """
 
-    def __init__(self, max_theta: int = 15):
+    def __init__(self, max_theta: int = 15, breakdowns: bool = True):
         super().__init__()
+        self.breakdowns = breakdowns  # MAE by age band, gender, race (off: a few kernels less per batch)
         self.abs_error = GroupedAbsoluteError(1)  # overall MAE (with the count of known ages)
         self.cs = CumulativeScore(max_theta)
         self.by_band = GroupedAbsoluteError(len(BAND_NAMES))
@@ -177,12 +180,13 @@ class AgeMetrics(nn.Module):
             error = (pred_age - age).abs()
             self.abs_error.update(error, torch.zeros_like(age, dtype=torch.long), known)
             self.cs.update(pred_age, age, known)
-            bands = torch.bucketize(age, _constant(BAND_EDGES, age.device, age.dtype), right=True)
-            self.by_band.update(error, bands, known)
-            if batch.get("gender") is not None:
-                self.by_gender.update(error, gender_tensor(batch["gender"], age.device), known)
-            if isinstance(batch.get("race"), torch.Tensor):
-                self.by_race.update(error, batch["race"].to(age.device).long(), known)
+            if self.breakdowns:
+                bands = torch.bucketize(age, _constant(BAND_EDGES, age.device, age.dtype), right=True)
+                self.by_band.update(error, bands, known)
+                if batch.get("gender") is not None:
+                    self.by_gender.update(error, gender_tensor(batch["gender"], age.device), known)
+                if isinstance(batch.get("race"), torch.Tensor):
+                    self.by_race.update(error, batch["race"].to(age.device).long(), known)
 
         if batch.get("group") is not None:
             if "group" in decoded:

@@ -81,6 +81,10 @@ def test_mae_cs_curve_and_mae_per_band_gender_race():
         "n_age_0-9": 1, "n_age_10-19": 1, "n_age_30-39": 1, "n_age_50-59": 1, "n_age_70plus": 1,
         "n_gender_f": 2, "n_gender_m": 2, "n_race_white": 2, "n_race_black": 1, "n_race_asian": 1}
     assert "acc" not in out  # no groups known
+    lean = AgeMetrics(breakdowns=False)  # train and val: the headline figures only
+    lean.update({"age": preds}, batch)
+    assert not any(k.startswith(("mae_", "n_age_", "n_gender", "n_race")) for k in lean.compute())
+    assert lean.compute()["mae"].item() == pytest.approx(4.0)
 
 
 def test_gender_accuracy_for_multitask_predictions():
