@@ -169,6 +169,8 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
     assert np.allclose(faces["age"], [f.age for f in expected], atol=1e-4)
     assert list(faces[["x1", "y1", "x2", "y2"]].iloc[0]) == list(expected[0].box)
     assert list(answer[answer["image"] > 0]["status"]) == ["no_face", "unreadable", "unreadable"]
+    with pytest.raises(Exception, match="photo_model takes a column 'image'"):
+        served.predict(pd.DataFrame({"photo": [text(blank)]}))
 
 
 def test_registered_model_serves_the_trained_ages(trained):

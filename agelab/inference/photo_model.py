@@ -44,8 +44,14 @@ class PhotoAgeModel(mlflow.pyfunc.PythonModel):
         self.predictor = AgePredictor(backend, make_cropper(backend.face_settings))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
         from agelab.data.faces import UNREADABLE, read_image
 
+        if "image" not in model_input:  # the server answers 400 with this line
+            raise MlflowException("photo_model takes a column 'image': each cell a photo file's bytes, "
+                                  "base64-encoded in JSON", error_code=INVALID_PARAMETER_VALUE)
         rows = []
         for index, value in enumerate(model_input["image"]):
             data = photo_bytes(value)
