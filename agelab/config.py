@@ -19,9 +19,16 @@ def crop_margin(size) -> int:
     return int(round(int(size) / CROP_FRACTION))
 
 
+def stored_enlarge(view) -> float:
+    """How much larger than the face box the stored crop is, for the model to see ``view`` x the box
+    after the eval centre crop (e.g. 1.2 -> 1.3714: the 1.2x box fills the centre 112 of 128 px)."""
+    return round(float(view) / CROP_FRACTION, 4)
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("crop_margin"):
-        OmegaConf.register_new_resolver("crop_margin", crop_margin)
+    for name, resolver in (("crop_margin", crop_margin), ("stored_enlarge", stored_enlarge)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def hydra_node(cfg: DictConfig) -> DictConfig:

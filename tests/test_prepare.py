@@ -264,7 +264,7 @@ def test_faces_configs_compose(tmp_path):
     cfg = compose_config(tmp_path, ["+faces@data.source.cropper=aligned"])
     cropper = instantiate(cfg.data.source.cropper)
     assert isinstance(cropper, FaceCropper)
-    assert cropper.detect is False and cropper.align is False and cropper.enlarge == 1.2
+    assert cropper.detect is False and cropper.align is False and cropper.enlarge == 1.3714  # 1.2 / 0.875
     assert cropper.output_size == 73
 
 
