@@ -162,14 +162,18 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
         return base64.b64encode(data).decode()
 
     served = load_served(trained, trained.run.data.tags["export.photo_model"])
+    wrapped = base64.encodebytes(Path(photo).read_bytes()).decode()  # `base64 photo.jpg`: lines of 76
     answer = served.predict(pd.DataFrame({"image": [text(Path(photo).read_bytes()), text(blank), "not base64!",
-                                                    text(b"not a photo")]}))
+                                                    text(b"not a photo"), wrapped]}))
     faces = answer[answer["image"] == 0]
     assert list(faces["status"]) == ["ok"] * len(expected) and len(expected) >= 1
-    assert np.allclose(faces["age"], [f.age for f in expected], atol=1e-4)
+    assert np.allclose(faces["age"].astype(float), [f.age for f in expected], atol=1e-4)
     assert list(faces[["x1", "y1", "x2", "y2"]].iloc[0]) == list(expected[0].box)
-    assert list(answer[answer["image"] > 0]["status"]) == ["no_face", "unreadable", "unreadable"]
-    with pytest.raises(Exception, match="photo_model takes a column 'image'"):
+    assert all(type(v) is int for v in faces[["face", "x1", "y2"]].iloc[0])  # whole, also beside status rows
+    assert list(answer[answer["image"].isin([1, 2, 3])]["status"]) == ["no_face", "unreadable", "unreadable"]
+    assert answer["age"][answer["image"] == 1].tolist() == [None]  # null in JSON, not NaN
+    assert list(answer[answer["image"] == 4]["age"]) == list(faces["age"])
+    with pytest.raises(Exception, match=r"missing inputs \['image'\]"):
         served.predict(pd.DataFrame({"photo": [text(blank)]}))
 
 
