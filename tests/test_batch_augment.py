@@ -99,3 +99,18 @@ def test_rotation_leaves_no_black_corners_on_either_path(tmp_path):
     device = device_train(cfg, rotate_p=1.0, rotate_limit=10)(torch.from_numpy(white)[None].repeat(4, 1, 1, 1))
     assert cpu.min() == 255
     assert device.min().item() == pytest.approx(1.0)  # white, normalised to [-1, 1]
+
+
+def test_levi_augmentation_crops_and_mirrors_only_on_both_paths(tmp_path):
+    cfg = compose_config(tmp_path, ["augment=levi", "model=levi_hassner", "model.input_size=112"]).augment
+    margin = crop_margin(112)
+    image = np.random.default_rng(0).integers(0, 256, (margin, margin, 3), dtype=np.uint8)
+    cpu = instantiate(cfg.train)(image=image)["image"]
+    device = instantiate(cfg.device_train)(torch.from_numpy(image)[None].repeat(8, 1, 1, 1))
+    assert cpu.shape == device.shape[1:] == (3, 112, 112)
+    # an unscaled crop of the stored face: every output pixel is a pixel of the face (up to sampling)
+    pixels = (np.asarray(cpu) + 1) * 127.5
+    assert np.allclose(pixels - np.round(pixels), 0, atol=1e-3)
+    assert instantiate(cfg.device_train).scale == (0.765625, 0.765625)  # (112 / 128) ** 2
+    eval_cpu = instantiate(cfg.eval)(image=image)["image"]
+    assert torch.allclose(instantiate(cfg.device_eval)(torch.from_numpy(image)[None])[0], eval_cpu, atol=1e-4)

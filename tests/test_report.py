@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from agelab.errors import AgelabError, ConfigError
 from agelab.report import build_report, report
-from agelab.results import metric_history, to_markdown
+from agelab.results import metric_history, to_csv, to_markdown
 from agelab.results.table import MISSING, PLUS_MINUS, SIZE_COLUMNS
 
 from conftest import TINY, compose_config
@@ -335,6 +335,8 @@ def test_pooled_scores_two_cross_validations_apart_and_no_empty_columns():
     assert list(summary["test/mae_mean"]) == [5.0, 4.0] and list(summary["test/mae_pooled_mean"]) == [2.5, 4.0]
     header, rows = cells(summary)
     assert header == ["experiment", "model", "head", "data", "cv", "n", "test/mae", "test/mae_pooled"]  # no sizes
+    csv_header = to_csv(summary).splitlines()[0].split(",")  # the pooled figure under agelab.cv's name, no std
+    assert csv_header[csv_header.index("n") + 1:][:3] == ["test/mae_mean", "test/mae_std", "test/mae_pooled"]
     assert rows[0][-2:] == ["5.000 ± 5.000", "2.500"] and rows[1][-2:] == ["4.000", "4.000"]  # one run: no ± 0
     unweighable = pd.DataFrame([*full[:1], {**full[1], "test/n_age": math.nan}])
     assert math.isnan(summarize(unweighable, metrics=["test/mae_pooled"])["test/mae_pooled_mean"][0])

@@ -67,9 +67,10 @@ def test_experiment_composes(name, tmp_path):
     assert (choices.model, choices.head, choices.data, choices.optimizer) == (model, head, data, optimizer)
     assert cfg.model._target_.endswith(target)
     assert cfg.logger.tags.experiment == name
-    if head == "dex":  # SMLF-Net's 66 classes: ages 0..64 and 65+
-        assert cfg.data.max_age == 65 and cfg.head.max_age == 65
-    if name.startswith("levi"):
+    if head == "dex":  # SMLF-Net's 66 classes (ages 0..64 and 65+) on real data; the built-in ages run to 100
+        assert cfg.data.max_age == cfg.head.max_age == (100 if data == "synth" else 65)
+    if name.startswith("levi"):  # the reference training: random crops and mirroring only
+        assert cfg.hydra.runtime.choices.augment == "levi" and cfg.augment.device_train.rotate_p == 0.0
         assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.momentum) == ("torch.optim.SGD", 0.01, 0.9)
         assert cfg.data.batch_size == 16 and cfg.data.fold == 0 and "fold" in str(cfg.data.source)
         assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
