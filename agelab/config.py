@@ -25,8 +25,13 @@ def stored_enlarge(view) -> float:
     return round(float(view) / CROP_FRACTION, 4)
 
 
+def crop_area(size) -> float:
+    """The share of the stored face's area an unscaled ``size`` crop takes (0.765625 at 112 of 128 px)."""
+    return (int(size) / crop_margin(size)) ** 2
+
+
 def register_resolvers() -> None:
-    for name, resolver in (("crop_margin", crop_margin), ("stored_enlarge", stored_enlarge)):
+    for name, resolver in (("crop_margin", crop_margin), ("stored_enlarge", stored_enlarge), ("crop_area", crop_area)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

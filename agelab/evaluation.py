@@ -126,9 +126,18 @@ def checkpoint_data_config(train_cfg: DictConfig, overrides: list) -> DictConfig
     return data
 
 
-def composed_data_config(cfg: DictConfig, train_cfg: DictConfig) -> DictConfig:
+def face_croppers(node) -> list:
+    """The FaceCropper nodes of a data config (``source.cropper``; ``source.train/test.cropper``)."""
+    if not isinstance(node, DictConfig):
+        return []
+    own = [node] if str(node.get("_target_", "")).endswith(".FaceCropper") else []
+    return own + [c for key in node for c in face_croppers(node.get(key))]
+
+
+def composed_data_config(cfg: DictConfig, train_cfg: DictConfig, overrides=()) -> DictConfig:
     """``cfg.data`` (chosen on the command line) resolved with the checkpoint's model, eval
-    transform and seed in place of the eval config's own, so crops fit the trained model."""
+    transform and seed in place of the eval config's own, and the crop (``enlarge``) its faces were
+    cut with unless the command line's ``overrides`` choose one, so crops fit the trained model."""
     from agelab.config_checks import require_values
 
     require_values(cfg.data, where="data")
@@ -137,7 +146,12 @@ def composed_data_config(cfg: DictConfig, train_cfg: DictConfig) -> DictConfig:
         for key in ("model", "augment", "seed"):
             if key in train_cfg:
                 context[key] = copy.deepcopy(train_cfg[key])
-    return OmegaConf.create(OmegaConf.to_container(context.data, resolve=True))
+    data = OmegaConf.create(OmegaConf.to_container(context.data, resolve=True))
+    trained = face_croppers(train_cfg.get("data"))
+    if trained and not any(o.key_or_group == "faces" or o.key_or_group.endswith(".enlarge") for o in overrides):
+        for cropper in face_croppers(data):
+            cropper.enlarge = trained[0].enlarge
+    return data
 
 
 def serve_split_as_test(datamodule, split: str) -> None:
@@ -253,7 +267,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
 
     overrides = command_line_overrides(cfg)
     from_checkpoint = data_from_checkpoint(cfg, overrides)
-    data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(cfg, train_cfg)
+    data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(
+        cfg, train_cfg, overrides)
     check_targets(data_cfg)
     check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
     pl.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)

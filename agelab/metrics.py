@@ -56,9 +56,8 @@ class CumulativeScore(Metric):
 
     full_state_update = False
 
-    def __init__(self, max_theta: int = 15, breakdowns: bool = True):
+    def __init__(self, max_theta: int = 15):
         super().__init__()
-        self.breakdowns = breakdowns  # MAE by age band, gender, race (off: a few kernels less per batch)
         self.max_theta = max_theta
         self.add_state("hits", default=torch.zeros(max_theta + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

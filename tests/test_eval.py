@@ -163,3 +163,17 @@ def test_the_loss_is_left_out_when_the_split_has_no_targets_for_the_head():
     assert "loss" not in scalar_metrics(group_only, loss, task="age")  # an age head on Adience's group labels
     assert scalar_metrics(group_only, {"test/loss": torch.tensor(1.5)}, task="group")["loss"] == 1.5
     assert scalar_metrics({"n_age": torch.tensor(9.0)}, {"test/loss": torch.tensor(2.0)})["loss"] == 2.0
+
+
+def test_other_data_is_cropped_as_the_checkpoint_was_unless_the_command_says(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from agelab.evaluation import composed_data_config
+
+    train_cfg = compose_config(tmp_path, ["data=imdb", f"data.root={tmp_path}"])
+    with open_dict(train_cfg):
+        train_cfg.data.source.cropper.enlarge = 1.2  # a model trained before the default crop changed
+    eval_cfg = compose_config(tmp_path, ["data=morph2", f"data.root={tmp_path}", "ckpt=x"], config_name="eval")
+    assert composed_data_config(eval_cfg, train_cfg).source.cropper.enlarge == 1.2
+    chosen = OverridesParser.create().parse_overrides(["data=morph2", "data.source.cropper.enlarge=1.5"])
+    assert composed_data_config(eval_cfg, train_cfg, chosen).source.cropper.enlarge == 1.3714  # the command's

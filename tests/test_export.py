@@ -173,6 +173,15 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
     assert list(answer[answer["image"].isin([1, 2, 3])]["status"]) == ["no_face", "unreadable", "unreadable"]
     assert answer["age"][answer["image"] == 1].tolist() == [None]  # null in JSON, not NaN
     assert list(answer[answer["image"] == 4]["age"]) == list(faces["age"])
+    # A photo larger than predict's face search (detect_side 1280): searched as predict does, boxes in its pixels.
+    from agelab.inference.run import predict_photo
+
+    big = tmp_path / "big.jpg"
+    cv2.imwrite(str(big), cv2.resize(cv2.imread(photo), (2000, 2000)))
+    searched = AgePredictor(backend, make_cropper(backend.face_settings, {"detect_side": 1280}))
+    rows = predict_photo(searched, big, "big", None)[0]
+    answer = served.predict(pd.DataFrame({"image": [text(big.read_bytes())]}))
+    assert [r["x2"] for r in rows] == list(answer["x2"]) and max(answer["x2"]) > 1280
     with pytest.raises(Exception, match=r"missing inputs \['image'\]"):
         served.predict(pd.DataFrame({"photo": [text(blank)]}))
 

@@ -21,6 +21,7 @@ from agelab.bench import DefaultsHelp
 from agelab.data.faces import FaceCropper, read_image
 from agelab.data.prepare_cache import prepare_cache
 from agelab.data.synth import SynthSpec, make_sample
+from agelab.inference.backends import default_face_settings
 from agelab.errors import ConfigError
 
 
@@ -59,7 +60,7 @@ def bench_prepare(count: int = 200, side: int = 480, workers: int | None = None)
         raise ConfigError(f"--count must be >= 1, --side >= {MIN_SIDE} and --workers >= 1 (or left out: all "
                           f"cores), got {count}, {side} and {workers}")
     workers = workers or os.cpu_count() or 1
-    cropper = FaceCropper(output_size=128)
+    cropper = FaceCropper(**default_face_settings(112))  # conf/faces/default.yaml, stored at 128 px
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "photos").mkdir()

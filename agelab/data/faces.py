@@ -4,9 +4,10 @@ One code path for both ends of the lab: ``prepare`` builds the training cache wi
 ``predict`` crops the faces of a new photo with it, so a model sees the same kind of crop in both.
 
 Detection uses the Haar cascades shipped inside opencv-python-headless (``cv2.data.haarcascades``):
-nothing is downloaded. A crop is the face box enlarged ``enlarge`` times (1.2 by default) around
-its centre, made square, rotated about that centre so the eyes lie level, padded by replicating
-the border where it leaves the photo and resized to ``output_size``.
+nothing is downloaded. A crop is the face box enlarged ``enlarge`` times around its centre
+(conf/faces/default.yaml: 1.3714, so the centre 0.875 the model is tested on shows 1.2x the box),
+made square, rotated about that centre so the eyes lie level, padded by replicating the border where
+it leaves the photo and resized to ``output_size``.
 
 Drop reasons (the strings are counted by ``prepare``):
 

@@ -12,6 +12,7 @@ exported model runs where PyTorch is not installed.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from agelab.config import CONF_DIR, crop_margin, register_resolvers
 from agelab.errors import ConfigError
 from agelab.groups import GROUP_CENTRES
 from agelab.inference.preprocess import eval_batch
+
+log = logging.getLogger(__name__)
 
 FACES_CONFIG = CONF_DIR / "faces" / "default.yaml"
 CROPPER_METADATA = "agelab.cropper"  # ONNX metadata key: JSON of the FaceCropper settings, when present
@@ -138,6 +141,9 @@ class OnnxBackend:
             self.face_settings = json.loads(metadata[CROPPER_METADATA])
         else:
             self.face_settings = default_face_settings(self.input_size)
+            log.warning("%s carries no %s metadata: faces are cropped with conf/faces/default.yaml (enlarge %s), "
+                        "which may not be how its training faces were cut", path, CROPPER_METADATA,
+                        self.face_settings["enlarge"])
 
     @staticmethod
     def _input_size(path: Path, shape, given: int | None) -> int:

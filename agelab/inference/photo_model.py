@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import re
 import tempfile
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-
-log = logging.getLogger(__name__)
 
 ONNX_ARTIFACT = "onnx"
 PHOTO_MODEL = "photo_model"  # its name in the run
@@ -44,22 +41,17 @@ def photo_bytes(value) -> bytes | None:
 
 class PhotoAgeModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from omegaconf import OmegaConf
-
-        from agelab.config import CONF_DIR
         from agelab.inference.backends import OnnxBackend
         from agelab.inference.predictor import AgePredictor, make_cropper
 
         backend = OnnxBackend(context.artifacts[ONNX_ARTIFACT], threads=1)
-        search = OmegaConf.select(OmegaConf.load(CONF_DIR / "predict.yaml"), "faces.detect_side")
-        self.predictor = AgePredictor(backend, make_cropper(backend.face_settings, {"detect_side": search}))
+        self.predictor = AgePredictor(backend, make_cropper(backend.face_settings, dict(context.model_config or {})))
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from agelab.data.faces import UNREADABLE
-        from agelab.errors import AgelabError
         from agelab.inference.results import COLUMNS as PREDICT_COLUMNS
         from agelab.inference.results import status_row
-        from agelab.inference.run import predict_photo
+        from agelab.inference.run import one_file, predict_photo
 
         rows = []  # (the signature makes MLflow refuse a request without the column, with a 400 naming it)
         for index, value in enumerate(model_input[INPUT_COLUMN]):
@@ -70,13 +62,7 @@ class PhotoAgeModel(mlflow.pyfunc.PythonModel):
             with tempfile.TemporaryDirectory() as folder:  # through a file: the decoding predict and prepare use
                 path = Path(folder) / "photo"
                 path.write_bytes(data)
-                try:
-                    rows += predict_photo(self.predictor, path, index, None)[0]
-                except AgelabError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad photo must not lose the others' answers
-                    log.warning("photo %d: %s: %s", index, type(exc).__name__, exc)
-                    rows.append(status_row(index, "error"))
+                rows += one_file(f"photo {index}", predict_photo, self.predictor, path, index, None)[0]
         # object columns: whole numbers stay whole and a missing value is null in the JSON answer
         table = pd.DataFrame(rows, columns=list(PREDICT_COLUMNS), dtype=object).rename(columns={"file": "image"})
         table["image"] = [int(v) for v in table["image"]]
@@ -84,13 +70,19 @@ class PhotoAgeModel(mlflow.pyfunc.PythonModel):
 
 
 def log_photo_model(int8_onnx: str | Path, name: str = PHOTO_MODEL):
-    """Log the photo model into the active MLflow run; returns MLflow's ModelInfo."""
+    """Log the photo model into the active MLflow run; returns MLflow's ModelInfo. The face search
+    setting predict adds to a model's own (``faces.detect_side`` of conf/predict.yaml) travels with it."""
     import onnxruntime
     from mlflow.models.signature import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from omegaconf import OmegaConf
 
+    from agelab.config import CONF_DIR
+
+    search = OmegaConf.select(OmegaConf.load(CONF_DIR / "predict.yaml"), "faces.detect_side")
     return mlflow.pyfunc.log_model(
         name=name, python_model=PhotoAgeModel(), artifacts={ONNX_ARTIFACT: str(int8_onnx)},
+        model_config={"detect_side": search},
         signature=ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)])),
         pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "opencv-python-headless>=4.9,<5",
                           "numpy", "pandas", "pillow", "omegaconf"])

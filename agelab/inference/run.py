@@ -53,6 +53,18 @@ def predict_photo(predictor, path: Path, shown: str, out_file: Path | None) -> t
     return rows, "ok"
 
 
+def one_file(shown: str, work, *args) -> tuple[list[dict], str]:
+    """``work(*args)`` -> (rows, status) for one file; a failure of that file is an ``error`` row (logged),
+    not the end of the batch. A wrong setting (AgelabError), wrong for every file, still ends it."""
+    try:
+        return work(*args)
+    except AgelabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+        log.warning("%s: %s: %s", shown, type(exc).__name__, exc)
+        return [status_row(shown, "error")], "error"
+
+
 def predict_input(predictor, input_path: str | Path | list, out_dir: str | Path, annotate_outputs: bool = True,
                   video: VideoOptions | None = None, progress=None) -> Report:
     """Predict on a photo, a video or a folder (or a list of them); writes annotated files under ``out_dir/annotated``
@@ -63,19 +75,13 @@ def predict_input(predictor, input_path: str | Path | list, out_dir: str | Path,
     for item in collect_all(input_path if isinstance(input_path, list) else [input_path]):
         shown = str(item.path)
         target = out_dir / ANNOTATED / item.relative if annotate_outputs else None
-        try:
-            if item.kind == PHOTO:
-                rows, status = predict_photo(predictor, item.path, shown, target)
-            elif item.kind == VIDEO:
-                target = annotated_video_path(target, video.codec) if target is not None else None
-                rows, status = predict_video(predictor, item.path, shown, target, video)
-            else:
-                rows, status = [status_row(shown, item.kind)], item.kind
-        except AgelabError:
-            raise  # a setting that is wrong for every file
-        except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-            log.warning("%s: %s: %s", shown, type(exc).__name__, exc)
-            rows, status = [status_row(shown, "error")], "error"
+        if item.kind == PHOTO:
+            rows, status = one_file(shown, predict_photo, predictor, item.path, shown, target)
+        elif item.kind == VIDEO:
+            target = annotated_video_path(target, video.codec) if target is not None else None
+            rows, status = one_file(shown, predict_video, predictor, item.path, shown, target, video)
+        else:
+            rows, status = [status_row(shown, item.kind)], item.kind
         report.add(shown, rows, status)
         if progress is not None:
             progress(shown, status, len(rows) if status == "ok" else 0)

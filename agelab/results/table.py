@@ -192,6 +192,7 @@ def to_markdown(summary: pd.DataFrame, precision: int = 3) -> str:
 def to_csv(summary: pd.DataFrame) -> str:
     """The numbers at full precision: group keys, n, ``<metric>_mean``, ``<metric>_std``, sizes; a
     pooled figure is one column ``<score>_pooled`` (no spread), as agelab.cv logs it."""
-    pooled = [m for m in summary.attrs.get("metrics", []) if m.endswith(POOLED)]
+    pooled = [m for m in summary.attrs.get("metrics", []) if m.endswith(POOLED)
+              and f"{m}_std" in summary and summary[f"{m}_std"].isna().all()]
     table = summary.drop(columns=[f"{m}_std" for m in pooled]).rename(columns={f"{m}_mean": m for m in pooled})
     return table.to_csv(index=False, float_format="%.10g")
