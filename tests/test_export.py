@@ -182,6 +182,14 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
     rows = predict_photo(searched, big, "big", None)[0]
     answer = served.predict(pd.DataFrame({"image": [text(big.read_bytes())]}))
     assert [r["x2"] for r in rows] == list(answer["x2"]) and max(answer["x2"]) > 1280
+    # A photo whose prediction fails is an error row; the other photos keep their answers.
+    model = served.unwrap_python_model()
+    model.predictor.backend.run, working = (lambda batch: 1 / 0), model.predictor.backend.run
+    try:
+        failed = served.predict(pd.DataFrame({"image": [text(Path(photo).read_bytes()), text(blank)]}))
+    finally:
+        model.predictor.backend.run = working
+    assert list(failed["status"]) == ["error", "no_face"] and list(failed["image"]) == [0, 1]
     with pytest.raises(Exception, match=r"missing inputs \['image'\]"):
         served.predict(pd.DataFrame({"photo": [text(blank)]}))
 

@@ -62,7 +62,7 @@ class PhotoAgeModel(mlflow.pyfunc.PythonModel):
             with tempfile.TemporaryDirectory() as folder:  # through a file: the decoding predict and prepare use
                 path = Path(folder) / "photo"
                 path.write_bytes(data)
-                rows += one_file(f"photo {index}", predict_photo, self.predictor, path, index, None)[0]
+                rows += one_file(str(index), predict_photo, self.predictor, path, index, None)[0]  # (row: index)
         # object columns: whole numbers stay whole and a missing value is null in the JSON answer
         table = pd.DataFrame(rows, columns=list(PREDICT_COLUMNS), dtype=object).rename(columns={"file": "image"})
         table["image"] = [int(v) for v in table["image"]]
