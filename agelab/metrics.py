@@ -151,7 +151,8 @@ class AgeMetrics(nn.Module):
 
     ``compute()`` returns only what the data allowed (keys with no faces behind them are left out):
     scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (RACE_NAMES),
-    ``n_age`` and the faces behind each breakdown (``n_age_<band>``, ``n_gender_<f|m>``, ``n_race_<name>``), ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
+    ``n_age`` and the faces behind each breakdown (``n_age_<band>``, ``n_gender_<f|m>``, ``n_race_<name>``),
+    ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
     ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
     ``confusion_normalized`` (rows sum to 1). ``breakdowns=False`` leaves out the MAE by age band, gender
     and race (and their counts).

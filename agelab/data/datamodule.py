@@ -191,14 +191,12 @@ class FaceDataModule(pl.LightningDataModule):
 
     # The device augmentation's own generator travels in checkpoints (the global ones: RngStateCheckpoint).
     def state_dict(self) -> dict:
-        augment = self.device_transforms["train"] if self.augment_on == "device" else None
-        state = augment.rng_state() if augment is not None else None
+        state = self.device_transforms["train"].rng_state() if self.augment_on == "device" else None
         return {} if state is None else {AUGMENT_RNG_KEY: state}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        augment = self.device_transforms["train"] if self.augment_on == "device" else None
-        if augment is not None and AUGMENT_RNG_KEY in state_dict:
-            augment.set_rng_state(state_dict[AUGMENT_RNG_KEY])
+        if self.augment_on == "device" and AUGMENT_RNG_KEY in state_dict:
+            self.device_transforms["train"].set_rng_state(state_dict[AUGMENT_RNG_KEY])
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         return self.device_batch(batch, training=self.trainer is not None and self.trainer.training)

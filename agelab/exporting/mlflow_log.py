@@ -108,7 +108,8 @@ def register_onnx(tracking_uri: str, run_id: str, result: ExportResult, register
     scored on the same faces by the same score does better, and the alias's current holder, if any,
     is one of those: a score over other faces (another dataset, split or check size) or another
     score (a group head's accuracy against an MAE) is not compared, and the alias stays, with a
-    warning (a holder registered before versions carried ``test_set`` gives way). Returns the version number, whether it holds the alias, and the score.
+    warning (a holder registered before versions carried ``test_set`` gives way). Returns the version
+    number, whether it holds the alias, and the score.
     """
     with fluent_run(tracking_uri, run_id):
         info = mlflow.onnx.log_model(

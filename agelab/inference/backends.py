@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from agelab.config import CONF_DIR, crop_margin, register_resolvers
+from agelab.config import CONF_DIR, crop_margin
 from agelab.errors import ConfigError
 from agelab.groups import GROUP_CENTRES
 from agelab.inference.preprocess import eval_batch
@@ -31,7 +31,6 @@ CROPPER_METADATA = "agelab.cropper"  # ONNX metadata key: JSON of the FaceCroppe
 
 def default_face_settings(input_size: int) -> dict:
     """conf/faces/default.yaml, with the crop stored at the margin the eval transform centre-crops from."""
-    register_resolvers()  # (the file's values use agelab's resolvers)
     faces = OmegaConf.load(FACES_CONFIG)
     faces.output_size = crop_margin(input_size)
     settings = OmegaConf.to_container(faces, resolve=True)
