@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 
@@ -11,15 +12,18 @@ from agelab.config_checks import check_targets, composition_mistake, require_val
 from agelab.errors import AgelabError
 
 
-def agelab_cause(exc: BaseException) -> AgelabError | None:
-    """The AgelabError behind ``exc`` (Hydra and Lightning wrap the errors raised inside them)."""
+def exception_chain(exc: BaseException | None):
+    """``exc`` and the exceptions behind it, outermost first."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, AgelabError):
-            return exc
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def agelab_cause(exc: BaseException) -> AgelabError | None:
+    """The AgelabError behind ``exc`` (Hydra and Lightning wrap the errors raised inside them)."""
+    return next((e for e in exception_chain(exc) if isinstance(e, AgelabError)), None)
 
 
 def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
@@ -34,16 +38,39 @@ def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
                 check_targets(OmegaConf.select(cfg, arguments_of), where=arguments_of)
         return fn(cfg, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
-        cause = agelab_cause(exc) or argument_mistake(exc)
+        cause = agelab_cause(exc)
         if cause is None:
-            raise
-        exit_with_error(cause)
+            cause = argument_mistake(exc)
+            if cause is None:
+                raise
+        exit_with_error(with_config_path(cause, exc))
 
 
 def exit_with_error(message) -> None:
     """The one line every entry point ends a mistake with, and exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def with_config_path(cause, exc: BaseException):
+    """``cause`` with the config path in front when it names an argument of a target Hydra was building
+    ("min_face_size must be ..." -> "data.source.cropper.min_face_size must be ..."): the code checking
+    its arguments does not know where in the config they were set."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_method
+
+    built = next((e for e in exception_chain(exc) if isinstance(e, InstantiationException)), None)
+    text = str(cause)
+    first_word = re.match(r"[A-Za-z_]\w*(?![\w.])", text)  # "x must ...", not "data.root ..."
+    where = re.search(r"^full_key: (\S+)$", str(built), re.MULTILINE) if built else None
+    target = re.search(r"^Error in call to target '([\w.]+)'", str(built)) if built else None
+    if not (first_word and where and target):
+        return cause
+    try:
+        arguments = inspect.signature(get_method(target.group(1))).parameters
+    except (ValueError, TypeError, ImportError, AttributeError):
+        return cause
+    return f"{where.group(1)}.{text}" if first_word.group(0) in arguments else cause
 
 
 # What Python's TypeError says when a call's keywords do not fit the signature.

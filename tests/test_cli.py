@@ -123,3 +123,26 @@ def test_whole_number_settings_refuse_booleans_floats_and_small_values():
         assert str(caught.value) == message
     with pytest.raises(ConfigError, match=r"^x must be null or an integer >= 2, got 1$"):
         require_int("x", 1, 2, allow_none=True)
+
+
+def test_an_argument_check_inside_a_target_names_its_config_path():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from agelab.cli import with_config_path
+    from agelab.errors import ConfigError
+
+    def error_of(cropper: dict) -> str:
+        cfg = OmegaConf.create({"data": {"source": {"_target_": "builtins.dict", "cropper": {
+            "_target_": "agelab.data.faces.FaceCropper", **cropper}}}})
+        with pytest.raises(Exception) as raised:
+            instantiate(cfg.data)
+        return str(with_config_path(raised.value.__cause__, raised.value))
+
+    assert error_of({"min_face_size": "abc"}) == "data.source.cropper.min_face_size must be an integer >= 0, got 'abc'"
+    assert error_of({"detect_side": 3}) == ("data.source.cropper.detect_side must be 0 or null (full size) "
+                                            "or an integer >= 64, got 3")
+    # a message that is not about one of the target's arguments, or already has its path, stays as it is
+    outside = ConfigError("OpenCV has no CascadeClassifier")
+    assert with_config_path(outside, RuntimeError()) is outside
+    assert str(with_config_path(ConfigError("data.root /x is not a folder"), RuntimeError())) == "data.root /x is not a folder"
