@@ -25,7 +25,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from agelab.data.faces import FaceCropper, read_image
+from agelab.data.faces import FaceCropper
+from agelab.data.images import read_image
 from agelab.data.prepare_cache import prepare_cache
 from agelab.data.readers import READERS, ReadResult, read_table
 from agelab.errors import ConfigError, DataError

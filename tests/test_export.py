@@ -149,7 +149,7 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
     import pandas as pd
 
     from agelab.bench.prepare import write_photos
-    from agelab.data.faces import read_image
+    from agelab.data.images import read_image
     from agelab.inference import AgePredictor, OnnxBackend, make_cropper
 
     backend = OnnxBackend(trained.export_dir / "model.int8.onnx", threads=1)

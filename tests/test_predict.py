@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from agelab.checkpoint import load_module
-from agelab.data.faces import FaceCropper, read_image
+from agelab.data.faces import FaceCropper
+from agelab.data.images import read_image
 from agelab.errors import ConfigError
 from agelab.inference import (AgePredictor, FaceTracker, OnnxBackend, TorchBackend, VideoOptions, collect,
                               default_face_settings, eval_batch, iou, make_cropper, predict_input)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from agelab.data import prepare_cache as engine
 from agelab.data.cache import load_cache
-from agelab.data.faces import FaceCropper, read_image
+from agelab.data.faces import FaceCropper
+from agelab.data.images import read_image
 from agelab.data.prepare_cache import prepare_cache
 from agelab.data.prepared import PreparedSource
 from agelab.errors import DataError

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from agelab.bench import DefaultsHelp
-from agelab.data.faces import FaceCropper, read_image
+from agelab.data.faces import FaceCropper
+from agelab.data.images import read_image
 from agelab.data.prepare_cache import prepare_cache
 from agelab.data.synth import SynthSpec, make_sample
 from agelab.inference.backends import default_face_settings

@@ -11,8 +11,8 @@ it leaves the photo and resized to ``output_size``.
 
 Drop reasons (the strings are counted by ``prepare``):
 
-* ``unreadable``: the file is missing, empty or not an image (``read_image``);
-* ``too_large``: the image is too big to decode in bounded memory (``read_image``);
+* ``unreadable``: the file is missing, empty or not an image (``agelab.data.images``);
+* ``too_large``: the image is too big to decode in bounded memory (``agelab.data.images``);
 * ``no_face``: the detector found no face (inside the given box, when there is one);
 * ``too_small``: the largest face is narrower than ``min_face_size`` pixels;
 * ``too_blurry``: the largest face's sharpness is below ``min_sharpness``.
@@ -23,22 +23,20 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from agelab.data.native_stderr import native_stderr
+from agelab.data.images import to_rgb8
 from agelab.errors import ConfigError
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
 SHARPNESS_SIDE = 96  # the face is resized to this before measuring blur, so the measure ignores resolution
 MAX_TILT = 35.0  # degrees; an eye pair tilted more than this is taken as a false eye detection
-MAX_DECODE_PIXELS = 1 << 27  # 134 MP: a larger image that cannot be decoded at reduced size is refused
-UNREADABLE, TOO_LARGE, NO_FACE, TOO_SMALL, TOO_BLURRY = "unreadable", "too_large", "no_face", "too_small", "too_blurry"
+NO_FACE, TOO_SMALL, TOO_BLURRY = "no_face", "too_small", "too_blurry"
 
 Box = tuple[int, int, int, int]
 Eyes = tuple[tuple[float, float], tuple[float, float]]
@@ -64,128 +62,6 @@ class FaceCrop:
     crop: np.ndarray  # uint8 RGB, output_size x output_size x 3
     eyes: Eyes | None  # ((x, y) of the eye on the image's left, (x, y) of the other), original image; None: not aligned
     score: float  # detector confidence (Haar level weight); 1.0 for a given box
-
-
-# ----------------------------------------------------------------------------------------- reading
-
-
-EXIF_ORIENTATION = 0x0112  # the EXIF tag
-# Formats whose OpenCV decoder skips the EXIF orientation when it keeps the alpha channel
-# (IMREAD_UNCHANGED); its TIFF decoder turns the image itself.
-TURNED_BY_US = ("PNG", "WEBP")
-
-
-def _orientation(im) -> int:
-    """The EXIF orientation of an open Pillow image (1: upright). For a PNG, Pillow may have to decode
-    it to find an EXIF chunk stored after the pixels: asked only of transparent photos, which OpenCV
-    does not turn itself."""
-    try:
-        return int(im.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels as stored
-        return 1
-
-
-def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None, bool, int]:
-    """(width, height) from the header without decoding, the format, whether it has transparency,
-    and its EXIF orientation (1: upright)."""
-    from PIL import Image  # Pillow reads headers lazily; OpenCV has no header-only call
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-                turn = alpha and im.format in TURNED_BY_US and im.size[0] * im.size[1] <= MAX_DECODE_PIXELS
-                return im.size, im.format, alpha, _orientation(im) if turn else 1
-    except Image.DecompressionBombError:
-        return (1 << 20, 1 << 20), None, False, 1  # absurdly large: refused below
-    except Exception:  # noqa: BLE001 - unknown to Pillow; OpenCV may still read it
-        return None, None, False, 1
-
-
-def upright(image: np.ndarray, orientation: int) -> np.ndarray:
-    """The image as it is meant to be seen, for EXIF orientation 2..8 (what OpenCV does itself,
-    except when it decodes with IMREAD_UNCHANGED, as for photos with transparency)."""
-    if orientation in (5, 7):  # mirrored across a diagonal
-        image = np.swapaxes(image, 0, 1)
-        return np.ascontiguousarray(image[::-1, ::-1] if orientation == 7 else image)
-    turns = {3: cv2.ROTATE_180, 6: cv2.ROTATE_90_CLOCKWISE, 8: cv2.ROTATE_90_COUNTERCLOCKWISE}
-    if orientation in turns:
-        return cv2.rotate(image, turns[orientation])
-    if orientation in (2, 4):
-        return cv2.flip(image, 1 if orientation == 2 else 0)
-    return image
-
-
-def _to_rgb8(image: np.ndarray, bgr: bool = True) -> np.ndarray:
-    """Any decoded array (gray, colour, colour + alpha, gray + alpha; 8 or 16 bit) as uint8 RGB.
-
-    ``bgr``: colour channels in OpenCV's order (as decoded) rather than RGB. Alpha is composited on white.
-    """
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 2:  # gray + alpha
-        image = np.dstack([image[..., 0]] * 3 + [image[..., 1]])
-    if image.shape[2] == 4:
-        alpha = image[..., 3:4].astype(np.float32) / 255.0
-        image = np.clip(image[..., :3].astype(np.float32) * alpha + 255.0 * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image[..., ::-1] if bgr else image)
-
-
-def load_image(path: str | Path, max_side: int | None = 4000) -> tuple[np.ndarray | None, str | None, float]:
-    """(RGB uint8 image or None, drop reason or None, scale of the returned image to the file's pixels).
-
-    Images whose longer side exceeds ``max_side`` come back downscaled to it; JPEGs are decoded at
-    1/2, 1/4 or 1/8 size directly, so memory stays bounded however large the file. Never raises
-    for a bad file.
-    """
-    path = Path(path)
-    try:
-        if not path.is_file() or path.stat().st_size == 0:
-            return None, UNREADABLE, 1.0
-        size, fmt, alpha, orientation = _probe(path)
-        flags, reduce = cv2.IMREAD_COLOR, 1
-        if alpha:
-            flags = cv2.IMREAD_UNCHANGED  # keeps the alpha channel so it can be composited
-        elif size and max_side and max(size) > max_side and fmt in ("JPEG", "MPO"):
-            reduce = next((f for f in (2, 4, 8) if max(size) / f <= max_side), 8)
-            flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-        if size and size[0] * size[1] / reduce**2 > MAX_DECODE_PIXELS:
-            return None, TOO_LARGE, 1.0
-        data = np.fromfile(path, np.uint8)
-        with native_stderr() as messages:
-            image = cv2.imdecode(data, flags)
-        if messages:  # decoded, but the decoder found damage: say which file
-            log.warning("%s: %s", path, "; ".join(messages))
-        if image is None or image.size == 0:
-            return None, UNREADABLE, 1.0
-        image = _to_rgb8(image)
-        if alpha:
-            image = upright(image, orientation)
-        original_side = max(size) if size else max(image.shape[:2]) * reduce
-        if max_side and max(image.shape[:2]) > max_side:
-            f = max_side / max(image.shape[:2])
-            image = cv2.resize(image, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
-                               interpolation=cv2.INTER_AREA)
-        return image, None, max(image.shape[:2]) / original_side
-    except Exception:  # noqa: BLE001 - whatever a broken file makes a decoder raise, it is "unreadable"
-        return None, UNREADABLE, 1.0
-
-
-def read_image(path: str | Path, max_side: int | None = 4000) -> tuple[np.ndarray | None, str | None]:
-    """(RGB uint8 image, None) or (None, reason): "unreadable" or "too_large". Never raises for a bad file.
-
-    Handles grayscale, alpha (composited on white), 16-bit, CMYK JPEG and EXIF orientation;
-    images larger than ``max_side`` come back downscaled to it.
-    """
-    image, reason, _ = load_image(path, max_side)
-    return image, reason
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -370,7 +246,7 @@ class FaceCropper:
         """
         image = np.asarray(image_rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            image = _to_rgb8(image, bgr=False)
+            image = to_rgb8(image, bgr=False)
         if box is not None:
             box = tuple(int(round(float(v))) for v in box)
             if box[2] <= box[0] or box[3] <= box[1]:

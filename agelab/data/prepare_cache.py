@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from agelab.data.cache import IMAGES, RECORDS, cache_exists, open_images, save_cache_parts, written_whole
-from agelab.data.faces import FaceCropper, load_image
+from agelab.data.faces import FaceCropper
+from agelab.data.images import load_image
 from agelab.data.readers.base import DROP_COLUMNS
 from agelab.errors import DataError
 

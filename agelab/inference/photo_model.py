@@ -48,7 +48,7 @@ class PhotoAgeModel(mlflow.pyfunc.PythonModel):
         self.predictor = AgePredictor(backend, make_cropper(backend.face_settings, dict(context.model_config or {})))
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from agelab.data.faces import UNREADABLE
+        from agelab.data.images import UNREADABLE
         from agelab.inference.results import COLUMNS as PREDICT_COLUMNS
         from agelab.inference.results import status_row
         from agelab.inference.run import one_file, predict_photo

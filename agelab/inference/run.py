@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 
-from agelab.data.faces import load_image
+from agelab.data.images import load_image
 from agelab.errors import AgelabError
 from agelab.inference.drawing import age_label, annotate
 from agelab.inference.media import PHOTO, VIDEO, collect_all
