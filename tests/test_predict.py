@@ -172,19 +172,20 @@ def test_folder_reports_every_file_and_completes(trained, tmp_path):
     (folder / "link_in.jpg").symlink_to(folder / "good.jpg")
     (folder / "nested" / "loop").symlink_to(folder, target_is_directory=True)
     (folder / "away").symlink_to(outside.parent, target_is_directory=True)
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")  # a link to itself: unreadable, not a crash
 
     lines = []
     report = predict_input(predictor_for(trained.backend), folder, tmp_path / "out",
                            progress=lambda f, s, n: lines.append((Path(f).name, s, n)))
     status = {Path(f).relative_to(folder).as_posix(): s for f, s in report.file_status.items()}
     assert status == {"away": "link_outside", "blank.jpg": "no_face", "empty.jpg": "unreadable", "good.jpg": "ok",
-                      "link_in.jpg": "ok", "link_out.jpg": "link_outside", "nested/deeper/good.png": "ok",
+                      "link_in.jpg": "ok", "link_out.jpg": "link_outside", "loop.jpg": "unreadable", "nested/deeper/good.png": "ok",
                       "notes.png": "unreadable", "readme.txt": "unsupported"}
-    assert report.summary() == {"files": 9, "faces": 5, "status": {
-        "link_outside": 2, "no_face": 1, "ok": 3, "unreadable": 2, "unsupported": 1}}
-    assert report.summary_line() == "9 files: 3 ok (5 faces), 2 link_outside, 1 no_face, 2 unreadable, 1 unsupported"
+    assert report.summary() == {"files": 10, "faces": 5, "status": {
+        "link_outside": 2, "no_face": 1, "ok": 3, "unreadable": 3, "unsupported": 1}}
+    assert report.summary_line() == "10 files: 3 ok (5 faces), 2 link_outside, 1 no_face, 3 unreadable, 1 unsupported"
     table = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert len(table) == 5 + 6  # a row per face, and one per file without a face
+    assert len(table) == 5 + 7  # a row per face, and one per file without a face
     assert set(table.loc[table.status != "ok", "age"].isna()) == {True}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["faces"] == 5 and summary["per_file"][str(folder / "empty.jpg")] == "unreadable"
@@ -192,7 +193,7 @@ def test_folder_reports_every_file_and_completes(trained, tmp_path):
     assert sorted(p.relative_to(annotated).as_posix() for p in annotated.rglob("*") if p.is_file()) == [
         "good.jpg", "link_in.jpg", "nested/deeper/good.png"]
     assert cv2.imread(str(annotated / "nested" / "deeper" / "good.png")).shape == (200, 200, 3)
-    assert len(lines) == 9 and ("good.jpg", "ok", 2) in lines
+    assert len(lines) == 10 and ("good.jpg", "ok", 2) in lines
     # The outside file was never read: nothing of it in the outputs.
     assert "private" not in (tmp_path / "out" / "results.csv").read_text()
 

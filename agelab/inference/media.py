@@ -4,7 +4,8 @@ A folder is searched recursively, in sorted order. Files with a photo or video e
 predicted; any other file is listed with status ``unsupported`` (so nothing is skipped silently). Symbolic
 links are followed only while they stay inside the folder: a link (to a file or a folder) that
 resolves outside it is listed as ``link_outside`` and not read; a link back to a folder already
-searched is ignored (no loops).
+searched is ignored (no loops); a link that never ends in a file (dangling, or looping on itself)
+is listed and found unreadable.
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def collect(input_path: str | Path) -> list[MediaItem]:
         for entry in entries:
             here, real = shown / entry.name, Path(entry.path)
             if entry.is_symlink():
-                target = real.resolve()
+                try:
+                    target = real.resolve()
+                except (OSError, RuntimeError):  # a link that loops on itself: listed, found unreadable
+                    items.append(MediaItem(here, kind_of(here), here.relative_to(path)))
+                    continue
                 if not _inside(target, root):
                     items.append(MediaItem(here, LINK_OUTSIDE, here.relative_to(path)))
                     continue
