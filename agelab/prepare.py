@@ -28,9 +28,9 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
     if "data" not in cfg or "source" not in cfg.data:
         raise ConfigError("prepare needs data.source in the config (pick a dataset: data=<name>)")
-    from agelab.data.prepared import DROPS_CSV
+    from agelab.data.prepared import DROPS_CSV, format_counts
     from agelab.data.readers.base import require_root
-    from agelab.data.report import PREPARE_EXPERIMENT, counts_table, log_prepare_run
+    from agelab.data.report import PREPARE_EXPERIMENT, counts_table, log_prepare_run, write_to_log_files
 
     require_root(OmegaConf.select(cfg, "data.root"), OmegaConf.select(cfg, "data.layout"))  # as training says it
     source = instantiate(cfg.data.source)
@@ -47,6 +47,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     from rich.console import Console
 
     Console().print(counts_table(name, kept, dropped))
+    write_to_log_files(log, format_counts(name, kept, dropped))
     folder = getattr(source, "folder", None)
     if folder is not None:
         Console().print(f"cache: {folder}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import json
 import time
 from collections import Counter
@@ -247,8 +249,16 @@ def test_prepare_command_builds_the_cache_and_logs_counts(dataset, tmp_path, mon
             "cropper": {"_target_": "agelab.data.faces.FaceCropper", "output_size": 48, "min_sharpness": 60.0},
             "split": {"_target_": "test_prepare.half_split", "_partial_": True},
             "workers": 1, "progress": False})
-    counts = prepare(cfg)
+    log_file = logging.FileHandler(tmp_path / "prepare.log")  # as Hydra's job logging adds one
+    logging.getLogger().addHandler(log_file)
+    try:
+        counts = prepare(cfg)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
     assert counts == {"kept": 14, **{f"dropped/{k}": v for k, v in {**EXPECTED_DROPS, "bad_age": 2}.items()}}
+    written = (tmp_path / "prepare.log").read_text()  # the console's table, as lines, in the run's log file
+    assert "toy: kept 14 of 23\n  dropped unreadable       3\n" in written and "  dropped bad_age          2" in written
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("agelab-prepare").experiment_id])

@@ -4,7 +4,10 @@
 logs them to the run's loggers (MLflow) as ``data/kept``, ``data/dropped/<reason>`` and
 ``data/split/<train|val|test>`` (the train size after any balancing), and each dropped image (or
 label line) with its reason as the MLflow artifact ``data/dropped.csv``. Sources without drop
-counts (the built-in synthetic faces) log only the split sizes.
+counts (the built-in synthetic faces) log only the split sizes. A per-age balanced train split also
+logs what the balancing did: ``data/balance/<capped|resampled|empty>_ages``, ``data/balance/copies``
+(faces repeated), ``data/balance/left_out`` (faces over the cap) and the table of every age
+(``data/balance_per_age.csv``: age, before, after, action).
 """
 
 from __future__ import annotations
@@ -58,7 +61,36 @@ def data_metrics(datamodule) -> dict[str, float]:
     for split, dataset in getattr(datamodule, "datasets", {}).items():
         if split in SPLITS:
             metrics[f"data/split/{split}"] = float(len(dataset))
+    report = balance_report(datamodule)
+    if report is not None:
+        metrics.update(balance_metrics(report))
     return metrics
+
+
+def balance_report(datamodule):
+    """The per-age balancing table of the training source (None when its train split is not balanced)."""
+    source = getattr(datamodule, "source", None)
+    for candidate in (source, getattr(source, "train", None)):  # a cross-dataset source balances its train part
+        report = getattr(candidate, "balance_report", None)
+        if report is not None:
+            return report
+    return None
+
+
+def balance_metrics(report) -> dict[str, float]:
+    """What the balancing did, as metric name -> value."""
+    change = report["after"] - report["before"]
+    metrics = {f"data/balance/{action}_ages": float((report["action"] == action).sum())
+               for action in ("capped", "resampled", "empty")}
+    metrics["data/balance/copies"] = float(change.clip(lower=0).sum())
+    metrics["data/balance/left_out"] = float((-change).clip(lower=0).sum())
+    return metrics
+
+
+def balance_text(metrics: dict[str, float]) -> str:
+    m = {k.rsplit("/", 1)[1]: int(v) for k, v in metrics.items()}
+    return (f"train split balanced per age: ages capped {m['capped_ages']} (faces left out {m['left_out']}), "
+            f"resampled {m['resampled_ages']} (copies added {m['copies']}), without faces {m['empty_ages']}")
 
 
 def counts_text(datamodule) -> str:
@@ -72,6 +104,9 @@ def counts_text(datamodule) -> str:
     datasets = getattr(datamodule, "datasets", {})
     if datasets:
         lines.append("splits: " + ", ".join(f"{s} {len(datasets[s])}" for s in SPLITS if s in datasets))
+    report = balance_report(datamodule)
+    if report is not None:
+        lines.append(balance_text(balance_metrics(report)))
     return "\n".join(lines)
 
 
@@ -89,16 +124,39 @@ class DataReport(pl.Callback):
         if not metrics:
             return
         self.reported = True
-        if trainer.is_global_zero:
-            print(counts_text(datamodule), flush=True)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
+        if not trainer.is_global_zero:
+            return
+        text = counts_text(datamodule)
+        print(text, flush=True)
+        write_to_log_files(log, text)
+        from agelab.callbacks.mlflow_utils import mlflow_run
+
+        client, run_id = mlflow_run(trainer)
+        if client is None:
+            return
         drops = getattr(getattr(datamodule, "source", None), "drops", None)
-        if drops is not None and trainer.is_global_zero:
-            from agelab.callbacks.mlflow_utils import mlflow_run
-            client, run_id = mlflow_run(trainer)
-            if client is not None:
-                log_drops(client, run_id, drops, "data", limit=TRAINING_RUN_DROPS)
+        if drops is not None:
+            log_drops(client, run_id, drops, "data", limit=TRAINING_RUN_DROPS)
+        report = balance_report(datamodule)
+        if report is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "balance_per_age.csv"
+                report.to_csv(path, index=False)
+                client.log_artifact(run_id, str(path), "data")
+
+
+def write_to_log_files(logger: logging.Logger, text: str) -> None:
+    """``text`` at INFO into the log files the logger writes to (the run's ``<task>.log``), not to the
+    console, which shows it already (printed, or as a table)."""
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, None, None)
+    current = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        current = current.parent if current.propagate else None
 
 
 # ------------------------------------------------------------ python -m agelab.prepare's report

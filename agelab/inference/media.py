@@ -18,7 +18,7 @@ PHOTO, VIDEO = "photo", "video"
 UNSUPPORTED, LINK_OUTSIDE = "unsupported", "link_outside"
 
 # What OpenCV decodes (agelab.data.images.read_image), and what cv2.VideoCapture opens through FFmpeg.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
                               ".pbm", ".pgm", ".ppm", ".pnm", ".jp2"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"})
 
