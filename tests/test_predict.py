@@ -209,6 +209,21 @@ def test_collect_single_files(tmp_path):
         collect(tmp_path / "missing.jpg")
 
 
+def test_a_folder_that_cannot_be_listed_is_reported_not_skipped(tmp_path, monkeypatch):
+    write_rgb(tmp_path / "photos" / "a.jpg", draw_face(120, 60))
+    (tmp_path / "photos" / "private").mkdir()
+    scandir = os.scandir
+
+    def no_permission(folder):
+        if Path(folder).name == "private":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return scandir(folder)
+
+    monkeypatch.setattr(os, "scandir", no_permission)
+    assert [(i.kind, i.relative.as_posix()) for i in collect(tmp_path / "photos")] == [
+        ("photo", "a.jpg"), ("unreadable", "private")]
+
+
 class JitteryBackend:
     """The checkpoint's backend with +-6 years added on alternate calls: predictions that jitter."""
 

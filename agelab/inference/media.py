@@ -5,7 +5,7 @@ predicted; any other file is listed with status ``unsupported`` (so nothing is s
 links are followed only while they stay inside the folder: a link (to a file or a folder) that
 resolves outside it is listed as ``link_outside`` and not read; a link back to a folder already
 searched is ignored (no loops); a link that never ends in a file (dangling, or looping on itself)
-is listed and found unreadable.
+is listed and found unreadable; so is a folder that cannot be listed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PHOTO, VIDEO = "photo", "video"
-UNSUPPORTED, LINK_OUTSIDE = "unsupported", "link_outside"
+UNSUPPORTED, LINK_OUTSIDE, UNREADABLE = "unsupported", "link_outside", "unreadable"
 
 # What OpenCV decodes (agelab.data.images.read_image), and what cv2.VideoCapture opens through FFmpeg.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
@@ -26,7 +26,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", "
 @dataclass(frozen=True)
 class MediaItem:
     path: Path  # as the user would name it: the folder given joined with the path inside it
-    kind: str  # PHOTO, VIDEO, or a status that says why it is not read (UNSUPPORTED, LINK_OUTSIDE)
+    kind: str  # PHOTO, VIDEO, or a status that says why it is not read (UNSUPPORTED, LINK_OUTSIDE, UNREADABLE)
     relative: Path  # inside the folder given (the file's name for a single file): where its outputs go
 
 
@@ -75,8 +75,9 @@ def collect(input_path: str | Path) -> list[MediaItem]:
     def walk(folder: Path, shown: Path) -> None:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            return  # an unreadable sub-folder holds nothing we can list
+        except OSError:  # (no permission): listed, so its photos are not lost silently
+            items.append(MediaItem(shown, UNREADABLE, shown.relative_to(path)))
+            return
         for entry in entries:
             here, real = shown / entry.name, Path(entry.path)
             if entry.is_symlink():
