@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,6 +38,11 @@ def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
             if arguments_of:
                 check_targets(OmegaConf.select(cfg, arguments_of), where=arguments_of)
         return fn(cfg, *args, **kwargs)
+    except SystemExit as exc:
+        if type(exc).__name__ != "SIGTERMException":  # (Lightning's; not imported: predict runs without it)
+            raise
+        print(f"error: stopped by SIGTERM{resume_hint(cfg)}", file=sys.stderr)
+        sys.exit(SIGTERM_EXIT_CODE)  # Lightning's own exit code would be 0: a scheduler would see success
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of ours
         cause = agelab_cause(exc)
         if cause is None:
@@ -44,6 +50,16 @@ def run_or_exit(fn, cfg, *args, arguments_of: str | None = "", **kwargs):
             if cause is None:
                 raise
         exit_with_error(with_config_path(cause, exc))
+
+
+SIGTERM_EXIT_CODE = 128 + 15  # as a shell reports a process ended by SIGTERM
+
+
+def resume_hint(cfg) -> str:
+    """How to go on from where a stopped training left off ("" when it saved no checkpoint)."""
+    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None) if isinstance(cfg, DictConfig) else None
+    last = Path(str(folder)) / "last.ckpt" if folder else None
+    return f"; resume with the same overrides and ckpt_path={last}" if last and last.is_file() else ""
 
 
 def exit_with_error(message) -> None:

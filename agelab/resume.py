@@ -145,25 +145,32 @@ def is_about_faces(key: str) -> bool:
     return (key == "data" or key.startswith("data.")) and not key.startswith(NOT_ABOUT_FACES)
 
 
+def fitted(cfg: DictConfig, checkpoint: dict) -> bool:
+    """Whether the checkpoint has trained all of ``trainer.max_epochs`` (a run bounded by
+    ``trainer.max_steps`` is left to Lightning: False)."""
+    epochs, epochs_done = cfg.trainer.get("max_epochs"), int(checkpoint.get("epoch", -1)) + 1
+    return isinstance(epochs, int) and epochs >= 0 and epochs_done >= epochs
+
+
 def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:
     """The logged metrics of the run this checkpoint belongs to when there is nothing left to do:
-    it has trained ``trainer.max_epochs`` epochs and its MLflow run FINISHED (tested too). A sweep or
-    a command started again then returns its result instead of testing and logging it twice."""
+    it has trained ``trainer.max_epochs`` epochs and its MLflow run is complete (tested, with its figures
+    and export: tag ``agelab.complete``; a run from before the tag existed: FINISHED). A sweep or a
+    command started again then returns its result instead of testing and logging it twice."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from agelab.evaluation import tracking_uri_of
-    from agelab.tracking import RUN_ID_KEY
+    from agelab.tracking import COMPLETE_TAG, RUN_ID_KEY
 
-    epochs, epochs_done = cfg.trainer.get("max_epochs"), int(checkpoint.get("epoch", -1)) + 1
-    if not checkpoint.get(RUN_ID_KEY) or not isinstance(epochs, int) or epochs < 0 or epochs_done < epochs:
-        return None  # (a run bounded by max_steps is left to Lightning)
+    if not checkpoint.get(RUN_ID_KEY) or not fitted(cfg, checkpoint):
+        return None
     try:
         run = MlflowClient(tracking_uri_of(cfg)).get_run(checkpoint[RUN_ID_KEY])
     except MlflowException:
         return None
-    if run.info.status != "FINISHED":
-        return None  # fitted but not tested (it stopped in between): go on, Lightning tests it
+    if run.info.status != "FINISHED" or run.data.tags.get(COMPLETE_TAG) == "false":
+        return None  # stopped before its test, figures or export were done: go on, they are done again
     states = (checkpoint.get("callbacks") or {}).values()
     best = next((state["best_model_path"] for state in states  # the monitored ModelCheckpoint's
                  if isinstance(state, dict) and state.get("monitor") and "best_model_path" in state), "")

@@ -33,6 +33,7 @@ from agelab.store import artifact_root, sqlite_path, store_uri
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # stored in every checkpoint so a resume finds its run
 CONFIG_KEY = "agelab_config"  # the resolved config (YAML) the checkpoint was trained with
+COMPLETE_TAG = "agelab.complete"  # "false" from a run's start until its test and export are done, then "true"
 CHOICES_KEY = "agelab_choices"  # its config group choices (model=smlf, data/split@data.source.split=...)
 # Messages of SQLite errors that pass once the other writer is done.
 TRANSIENT_DB_ERRORS = ("database is locked", "database table is locked", "database is busy")
@@ -122,11 +123,16 @@ class RetryingClient:
 
 
 class AgelabMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger (rank-zero only) with a RetryingClient underneath."""
+    """Lightning's MLFlowLogger (rank-zero only) with a RetryingClient underneath. ``logged_already``:
+    metric names it leaves out (a resumed run tested again logs the same test figures only once)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._mlflow_client = RetryingClient(self._mlflow_client)
+        self.logged_already: set[str] = set()
+
+    def log_metrics(self, metrics, step=None):
+        super().log_metrics({k: v for k, v in metrics.items() if k not in self.logged_already}, step)
 
 
 def mlflow_logger(experiment_name: str, root_dir: str | Path = ".", run_name: str | None = None,

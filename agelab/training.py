@@ -5,8 +5,6 @@ is its command line."""
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,8 +18,9 @@ from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
-from agelab.resume import check_resume, finished_run_metrics, group_choices, warn_if_other_data
-from agelab.tracking import RUN_ID_KEY, flatten_config
+from agelab.resume import check_resume, finished_run_metrics, fitted, group_choices, warn_if_other_data
+from agelab.run_folder import end_stranded_run, lock_checkpoint_folder, set_aside_old_checkpoints
+from agelab.tracking import COMPLETE_TAG, RUN_ID_KEY, flatten_config
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +60,6 @@ def auto_resume_checkpoint(cfg: DictConfig) -> str | None:
 STARTING_CHECKPOINTS = ("weights_from", "teacher_ckpt")
 
 
-def set_aside_old_checkpoints(folder: Path) -> dict[Path, Path]:
-    """A new run in a folder that holds another run's checkpoints (``auto_resume=false`` with a fixed
-    ``hydra.run.dir``): those move into ``<folder>/replaced-<time>-<random>/``, so the new run's best and
-    last files are its own and nothing is overwritten. Returns {old path: new path}, resolved."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    old = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
-    if not old or rank_zero_only.rank != 0:
-        return {}
-    aside = Path(tempfile.mkdtemp(prefix=f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-", dir=folder))
-    for path in old:
-        path.rename(aside / path.name)
-    log.warning("a new run in %s: the %d checkpoint(s) of the run before it moved to %s", folder, len(old), aside)
-    return {path.resolve(): (aside / path.name).resolve() for path in old}
-
-
 def require_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer on a machine whose torch sees no CUDA device: one line, before any data is read."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
@@ -105,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     require_accelerator(cfg)
     require_training_setup(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is a run param; no line before an error)
-    ckpt_path, run_id = cfg.ckpt_path or auto_resume_checkpoint(cfg), None
+    ckpt_path, run_id, checkpoint = cfg.ckpt_path or auto_resume_checkpoint(cfg), None, None
     if ckpt_path:
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
@@ -122,6 +105,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 
     datamodule = instantiate(cfg.data)  # (its settings checked before any file is moved)
+    lock = lock_checkpoint_folder(Path(cfg.callbacks.model_checkpoint.dirpath))
+    try:
+        return _fit_and_test(cfg, datamodule, ckpt_path, run_id, checkpoint)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_and_test(cfg: DictConfig, datamodule, ckpt_path: str | None, run_id: str | None,
+                  checkpoint: dict | None) -> dict[str, float]:
+    """``train`` once the command is checked and the folder is its own: a new run (or the resumed one),
+    the fit, the test of the best checkpoint."""
     if not ckpt_path:
         moved = set_aside_old_checkpoints(Path(cfg.callbacks.model_checkpoint.dirpath))
         for key in STARTING_CHECKPOINTS:  # a base or teacher among them is read from where it went
@@ -147,10 +142,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)
         logger.log_hyperparams(flatten_config(cfg))
         logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
+    elif trainer.is_global_zero and fitted(cfg, checkpoint):  # stopped during its final test or export: the
+        logged = logger.experiment.get_run(logger.run_id).data.metrics  # same checkpoint, the same figures
+        logger.logged_already = {k for k in logged if k.startswith("test/")}
+    if trainer.is_global_zero:
+        end_stranded_run(Path(cfg.callbacks.model_checkpoint.dirpath), logger.experiment, logger.run_id)
+        logger.experiment.set_tag(logger.run_id, COMPLETE_TAG, "false")  # until tested and exported
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = _scalars(trainer.callback_metrics)
     best = best_checkpoint_path(trainer)
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None)  # None: no epoch was validated
+    if trainer.is_global_zero:  # tested, figures drawn, exported: a command started again has nothing to do
+        logger.experiment.set_tag(logger.run_id, COMPLETE_TAG, "true")
     metrics.update(_scalars(trainer.callback_metrics))
     metrics["best_model_path"] = best
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")})

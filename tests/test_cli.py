@@ -146,3 +146,23 @@ def test_an_argument_check_inside_a_target_names_its_config_path():
     outside = ConfigError("OpenCV has no CascadeClassifier")
     assert with_config_path(outside, RuntimeError()) is outside
     assert str(with_config_path(ConfigError("data.root /x is not a folder"), RuntimeError())) == "data.root /x is not a folder"
+
+
+def test_a_training_stopped_by_sigterm_exits_143_naming_its_last_checkpoint(tmp_path, capsys):
+    from omegaconf import OmegaConf
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from agelab.cli import run_or_exit
+
+    def stopped(cfg):
+        raise SIGTERMException  # what Lightning raises on SIGTERM: a SystemExit whose exit code would be 0
+
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    cfg = OmegaConf.create({"callbacks": {"model_checkpoint": {"dirpath": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as exited:
+        run_or_exit(stopped, cfg, arguments_of=None)
+    assert exited.value.code == 143
+    assert capsys.readouterr().err == (f"error: stopped by SIGTERM; resume with the same overrides and "
+                                       f"ckpt_path={tmp_path / 'last.ckpt'}\n")
+    with pytest.raises(SystemExit, match="^3$"):  # any other exit passes through
+        run_or_exit(lambda cfg: sys.exit(3), cfg, arguments_of=None)

@@ -96,13 +96,13 @@ def test_another_group_is_named_as_the_group_choice_it_was_trained_with(tmp_path
 
 
 def test_a_new_run_sets_the_checkpoints_of_the_one_before_aside(tmp_path, caplog):
-    from agelab.training import set_aside_old_checkpoints
+    from agelab.run_folder import set_aside_old_checkpoints
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     (folder / "last.ckpt").write_text("old")
     (folder / "epoch002.ckpt").write_text("old best")
-    with caplog.at_level(logging.WARNING, logger="agelab.training"):
+    with caplog.at_level(logging.WARNING, logger="agelab.run_folder"):
         moved = set_aside_old_checkpoints(folder)
     aside = [p for p in folder.iterdir() if p.name.startswith("replaced-")]
     assert moved[(folder / "last.ckpt").resolve()] == (aside[0] / "last.ckpt").resolve()
@@ -111,3 +111,26 @@ def test_a_new_run_sets_the_checkpoints_of_the_one_before_aside(tmp_path, caplog
     assert set_aside_old_checkpoints(folder) == {}  # nothing left to move: nothing happens
     set_aside_old_checkpoints(tmp_path / "missing")
     assert len(list(folder.iterdir())) == 1
+
+
+def test_a_run_whose_process_was_killed_before_its_first_checkpoint_is_ended_by_the_next(tmp_path, caplog):
+    from mlflow.tracking import MlflowClient
+
+    from agelab.run_folder import RUN_FILE, end_stranded_run
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("agelab")
+    killed, ended, new = (client.create_run(experiment).info.run_id for _ in range(3))
+    client.set_terminated(ended, "FAILED")  # (SIGINT: Lightning ended it itself)
+    folder = tmp_path / "checkpoints"
+    end_stranded_run(folder, client, killed)
+    assert (folder / RUN_FILE).read_text() == killed
+    end_stranded_run(folder, client, killed)  # the same run resumed: nothing to end
+    assert client.get_run(killed).info.status == "RUNNING"
+    with caplog.at_level(logging.WARNING, logger="agelab.run_folder"):
+        end_stranded_run(folder, client, new)
+    assert client.get_run(killed).info.status == "KILLED" and f"run {killed} of {folder}" in caplog.text
+    assert client.get_run(killed).data.tags["agelab.ended"].endswith(f"run {new} started in its folder")
+    (folder / RUN_FILE).write_text(ended)
+    end_stranded_run(folder, client, new)
+    assert client.get_run(ended).info.status == "FAILED" and (folder / RUN_FILE).read_text() == new

@@ -113,6 +113,19 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     # One best checkpoint in the run's artifacts: the longer fit's replaced the first fit's.
     artifacts = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
     assert artifacts == [f"checkpoints/{Path(again['best_model_path']).name}"]
+    assert only_run(client).data.tags["agelab.complete"] == "true"
+    assert len(client.get_metric_history(run_id, "model/params")) == 1  # sizes logged by the first fit only
+
+    # Stopped during its final test, figures or export: Lightning marks the run FINISHED when the fit
+    # ends, but the run is not complete. The same command tests it again, without logging its test
+    # figures twice, and completes it.
+    client.set_tag(run_id, "agelab.complete", "false")
+    retested = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert retested["test/mae"] == pytest.approx(tested[-1].value, abs=1e-6)
+    assert len(client.get_metric_history(run_id, "test/mae")) == len(tested)
+    assert len(client.get_metric_history(run_id, "test/cs_curve")) == 2 * 16  # the 1- and the 2-epoch fit's
+    run = only_run(client)
+    assert run.info.status == "FINISHED" and run.data.tags["agelab.complete"] == "true"
 
 
 def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monkeypatch):
@@ -169,3 +182,18 @@ def test_runs_are_tagged_with_the_commit_of_the_code_not_of_the_current_folder(t
     expected = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
     monkeypatch.chdir(tmp_path)  # not a checkout
     assert git_commit() == (expected or "unknown")
+
+
+def test_a_second_training_in_the_same_folder_stops_with_one_line(tmp_path):
+    from agelab.run_folder import lock_checkpoint_folder
+
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1"])
+    folder = Path(cfg.callbacks.model_checkpoint.dirpath)
+    held = lock_checkpoint_folder(folder)  # as a training running there holds it
+    try:
+        with pytest.raises(ConfigError, match=f"^another training is running in {re.escape(str(folder))}; "):
+            train(cfg)
+    finally:
+        held.release()
+    assert not list(folder.glob("*.ckpt"))  # the refused command wrote nothing there
+    assert train(cfg)["test/mae"] > 0  # free again

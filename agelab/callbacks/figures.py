@@ -141,5 +141,7 @@ class CSCurveFigure(pl.Callback):
         if client is None or curve is None or not trainer.is_global_zero:
             return
         log_figure(trainer, cs_curve_figure(curve), "figures/cs_curve.png")
+        if any("test/cs_curve" in getattr(logger, "logged_already", ()) for logger in trainer.loggers):
+            return  # a resumed run tested again: the same curve is in the run already
         for theta, value in enumerate(curve):
             client.log_metric(run_id, "test/cs_curve", float(value), step=theta)

@@ -33,11 +33,11 @@ def model_size(module: torch.nn.Module) -> dict[str, float]:
 
 class ModelSize(pl.Callback):
     """Logs ``model/params``, ``model/size_mb`` (see ``model_size``) and ``model/mflops`` (see
-    ``agelab.models.summary.forward_flops``) to every logger at fit start."""
+    ``agelab.models.summary.forward_flops``) to every logger at the start of a new fit."""
 
     def on_fit_start(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return  # (the other processes' loggers write nothing)
+        if not trainer.is_global_zero or trainer.ckpt_path:
+            return  # (the other processes' loggers write nothing; a resumed run has its sizes)
         sizes = model_size(network(pl_module))
         if isinstance(getattr(pl_module, "model", None), torch.nn.Module) and hasattr(pl_module, "head"):
             flops = forward_flops(pl_module.model, pl_module.head)
