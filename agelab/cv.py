@@ -46,10 +46,10 @@ from agelab.data.splits import lopo_folds, lopo_split
 from agelab.errors import ConfigError, require_int
 from agelab.results.pooled import SUFFIX as POOLED
 from agelab.results.pooled import count_metric, pooled
+from agelab.results.runs import CV_FOLDS_TAG, PARENT_TAG
 from agelab.tracking import flatten_config
 
 log = logging.getLogger(__name__)
-PARENT_TAG = "mlflow.parentRunId"
 AGGREGATED_PREFIXES = ("val/", "test/")
 CONFUSION_FILE = "test_confusion.npy"
 DEFAULT_FOLDS = 5  # for data that deals as many folds as asked (synth_kfold)
@@ -156,7 +156,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     run_name = str(cfg.logger.get("run_name") or "cv")
     tags = OmegaConf.to_container(cfg.logger.get("tags") or OmegaConf.create({}), resolve=True)
-    tags["cv.folds"] = str(folds)
+    tags[CV_FOLDS_TAG] = str(folds)
     if available is not None:
         tags["cv.data_folds"] = str(available)
     if available is not None and folds < available:

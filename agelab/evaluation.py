@@ -23,12 +23,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agelab.errors import ConfigError
+from agelab.results.runs import EVAL_SPLIT_TAG
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 TRAINED_RUN_TAG = "agelab.trained_run_id"
-SPLIT_TAG = "eval.split"
 RUN_URI_PREFIX = "runs:/"
 # Table order: headline figures first, then the breakdowns.
 HEADLINE = ("loss", "mae", "cs5", "acc", "one_off", "precision", "recall", "f1", "gender_acc", "n_age", "n_group")
@@ -224,7 +224,7 @@ def open_eval_run(cfg: DictConfig, client, trained_run, trained_run_id: str | No
     data_name = "checkpoint" if from_checkpoint else OmegaConf.select(hydra_node(cfg), "runtime.choices.data",
                                                                          default="?")
     tags = {
-        SPLIT_TAG: cfg.split,
+        EVAL_SPLIT_TAG: cfg.split,
         "eval.ckpt": str(Path(ckpt).resolve()),
         "eval.data": data_name,
         "model": trained_tags.get("model", train_cfg.model.get("_target_", "?")),

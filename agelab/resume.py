@@ -161,7 +161,8 @@ def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] 
     from mlflow.tracking import MlflowClient
 
     from agelab.evaluation import tracking_uri_of
-    from agelab.tracking import COMPLETE_TAG, RUN_ID_KEY
+    from agelab.results.runs import COMPLETE_TAG
+    from agelab.tracking import RUN_ID_KEY
 
     if not checkpoint.get(RUN_ID_KEY) or not fitted(cfg, checkpoint):
         return None

@@ -33,7 +33,6 @@ from agelab.store import artifact_root, sqlite_path, store_uri
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # stored in every checkpoint so a resume finds its run
 CONFIG_KEY = "agelab_config"  # the resolved config (YAML) the checkpoint was trained with
-COMPLETE_TAG = "agelab.complete"  # "false" from a run's start until its test and export are done, then "true"
 CHOICES_KEY = "agelab_choices"  # its config group choices (model=smlf, data/split@data.source.split=...)
 # Messages of SQLite errors that pass once the other writer is done.
 TRANSIENT_DB_ERRORS = ("database is locked", "database table is locked", "database is busy")

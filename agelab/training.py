@@ -20,7 +20,8 @@ from agelab.data.report import DataReport
 from agelab.errors import ConfigError
 from agelab.resume import check_resume, finished_run_metrics, fitted, group_choices, warn_if_other_data
 from agelab.run_folder import end_stranded_run, lock_checkpoint_folder, set_aside_old_checkpoints
-from agelab.tracking import COMPLETE_TAG, RUN_ID_KEY, flatten_config
+from agelab.results.runs import COMPLETE_TAG
+from agelab.tracking import RUN_ID_KEY, flatten_config
 
 log = logging.getLogger(__name__)
 

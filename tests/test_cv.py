@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from agelab.cv import PARENT_TAG, aggregate, cross_validate
+from agelab.cv import aggregate, cross_validate
+from agelab.results.runs import PARENT_TAG
 from agelab.data.kfold import KFoldSource, assign_folds
 from agelab.errors import ConfigError
 

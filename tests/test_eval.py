@@ -13,8 +13,9 @@ from omegaconf import OmegaConf, open_dict
 
 from agelab.errors import ConfigError
 from agelab.eval import evaluate_and_print
-from agelab.evaluation import (SPLIT_TAG, TRAINED_RUN_TAG, checkpoint_data_config, command_line_overrides,
+from agelab.evaluation import (TRAINED_RUN_TAG, checkpoint_data_config, command_line_overrides,
                                data_from_checkpoint, evaluate)
+from agelab.results.runs import EVAL_SPLIT_TAG
 
 from conftest import compose_config
 from test_figures import TRAINING_FIGURES, trained_run
@@ -44,7 +45,7 @@ def test_eval_reproduces_the_test_metrics_in_a_linked_run(trained, capsys):
     run = client.get_run(result.run_id)
     assert result.run_id != trained.run_id and run.info.status == "FINISHED"
     assert run.info.experiment_id == trained.run.info.experiment_id  # same experiment as the training
-    assert run.data.tags[TRAINED_RUN_TAG] == trained.run_id and run.data.tags[SPLIT_TAG] == "test"
+    assert run.data.tags[TRAINED_RUN_TAG] == trained.run_id and run.data.tags[EVAL_SPLIT_TAG] == "test"
     assert run.data.tags["model"] == trained.run.data.tags["model"] == "simple_cnn"
     assert run.data.metrics["test/mae"] == pytest.approx(training["test/mae"], abs=1e-4)
     assert {a.path for a in client.list_artifacts(result.run_id, "figures")} == EVAL_FIGURES
@@ -79,7 +80,7 @@ def test_eval_of_the_val_split_from_an_mlflow_uri(trained):
     history = {m.step: m.value for m in trained.client.get_metric_history(trained.run_id, "val/mae")}
     val_mae = [value for _, value in sorted(history.items())][best_epoch]
     assert result.metrics["mae"] == pytest.approx(val_mae, abs=1e-4) and result.metrics["n_age"] == 64
-    assert trained.client.get_run(result.run_id).data.tags[SPLIT_TAG] == "val"
+    assert trained.client.get_run(result.run_id).data.tags[EVAL_SPLIT_TAG] == "val"
 
 
 def test_choosing_data_composes_it_for_the_checkpoints_model(trained):

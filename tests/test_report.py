@@ -319,6 +319,12 @@ def test_left_out_runs_are_counted_with_plurals():
                          "eval_split": [None, "test", "val", None, None, None],
                          "cv_folds": [None, None, None, None, None, "3"]})
     assert sorted(describe_left_out(runs).split(", ")) == ["1 cross-validation parent", "2 evaluation runs", "2 failed"]
+    # FINISHED by Lightning after the fit, stopped during the final test or export: not compared
+    runs = pd.concat([runs, pd.DataFrame({"status": ["FINISHED"], "eval_split": [None], "cv_folds": [None]})],
+                     ignore_index=True)
+    runs["tags.agelab.complete"] = ["true", None, None, None, "false", None, "false"]
+    assert sorted(describe_left_out(runs).split(", ")) == ["1 cross-validation parent", "1 incomplete",
+                                                           "2 evaluation runs", "2 failed"]
 
 
 def test_pooled_scores_two_cross_validations_apart_and_no_empty_columns():

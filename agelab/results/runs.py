@@ -17,6 +17,7 @@ BOOKKEEPING_EXPERIMENTS = ("agelab-prepare", "agelab-export")
 PARENT_TAG = "mlflow.parentRunId"
 CV_FOLDS_TAG = "cv.folds"      # on the parent run of agelab.cv
 EVAL_SPLIT_TAG = "eval.split"  # on the runs of agelab.eval (re-tests of a trained checkpoint)
+COMPLETE_TAG = "agelab.complete"  # a training run: "false" from its start until tested and exported, then "true"
 RUN_FIELDS = ["run_id", "experiment", "run_name", "status", "start_time", "model", "head", "data", "compress",
               "seed", "parent_run_id", "cv_folds", "eval_split"]
 PAGE = 1000
@@ -101,8 +102,8 @@ def metric_names(runs: pd.DataFrame) -> list[str]:
 
 
 def exclusion_reasons(runs: pd.DataFrame, include_eval: bool = False) -> pd.Series:
-    """Why each run is not a training run to compare ('' when it is): not FINISHED, a
-    cross-validation parent (its folds are runs of their own), or an agelab.eval re-test."""
+    """Why each run is not a training run to compare ('' when it is): not FINISHED, incomplete (its
+    final test or export did not end; the same training command completes it), a cross-validation parent (its folds are runs of their own), or an agelab.eval re-test."""
     reasons = pd.Series("", index=runs.index, dtype=object)
     if runs.empty:
         return reasons
@@ -111,6 +112,8 @@ def exclusion_reasons(runs: pd.DataFrame, include_eval: bool = False) -> pd.Seri
     reasons[runs["cv_folds"].notna()] = "cross-validation parent"
     unfinished = runs["status"] != "FINISHED"
     reasons[unfinished] = runs.loc[unfinished, "status"].str.lower()
+    if f"tags.{COMPLETE_TAG}" in runs:  # FINISHED by Lightning after its fit, stopped in its final test or export
+        reasons[~unfinished & (runs[f"tags.{COMPLETE_TAG}"] == "false")] = "incomplete"
     return reasons
 
 
