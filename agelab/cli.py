@@ -57,7 +57,9 @@ SIGTERM_EXIT_CODE = 128 + 15  # as a shell reports a process ended by SIGTERM
 
 def resume_hint(cfg) -> str:
     """How to go on from where a stopped training left off ("" when it saved no checkpoint)."""
-    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None) if isinstance(cfg, DictConfig) else None
+    if not isinstance(cfg, DictConfig):
+        return ""
+    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
     last = Path(str(folder)) / "last.ckpt" if folder else None
     return f"; resume with the same overrides and ckpt_path={last}" if last and last.is_file() else ""
 
@@ -78,7 +80,7 @@ def with_config_path(cause, exc: BaseException):
     built = next((e for e in exception_chain(exc) if isinstance(e, InstantiationException)), None)
     text = str(cause)
     first_word = re.match(r"[A-Za-z_]\w*(?![\w.])", text)  # "x must ...", not "data.root ..."
-    where = re.search(r"^full_key: (\S+)$", str(built), re.MULTILINE) if built else None
+    where = full_key(str(built)) if built else ""
     target = re.search(r"^Error in call to target '([\w.]+)'", str(built)) if built else None
     if not (first_word and where and target):
         return cause
@@ -86,7 +88,13 @@ def with_config_path(cause, exc: BaseException):
         arguments = inspect.signature(get_method(target.group(1))).parameters
     except (ValueError, TypeError, ImportError, AttributeError):
         return cause
-    return f"{where.group(1)}.{text}" if first_word.group(0) in arguments else cause
+    return f"{where}.{text}" if first_word.group(0) in arguments else cause
+
+
+def full_key(message: str) -> str:
+    """Where in the config the object was that Hydra failed to build ("" when its error does not say)."""
+    found = re.search(r"^full_key: (\S+)$", message, re.MULTILINE)
+    return found.group(1) if found else ""
 
 
 # What Python's TypeError says when a call's keywords do not fit the signature.
@@ -104,7 +112,7 @@ def argument_mistake(exc: BaseException) -> str | None:
     text = str(exc)
     if not any(phrase in text for phrase in ARGUMENT_MISTAKES):
         return None
-    where = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("full_key:")), "")
+    where = full_key(text)
     reason = re.search(r"^TypeError\((['\"])(.*)\1\)$", text, re.MULTILINE)  # TypeError("...")
     return f"{where or 'config'}: {reason.group(2)}" if reason else None
 

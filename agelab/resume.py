@@ -155,8 +155,8 @@ def fitted(cfg: DictConfig, checkpoint: dict) -> bool:
 def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:
     """The logged metrics of the run this checkpoint belongs to when there is nothing left to do:
     it has trained ``trainer.max_epochs`` epochs and its MLflow run is complete (tested, with its figures
-    and export: tag ``agelab.complete``; a run from before the tag existed: FINISHED). A sweep or a
-    command started again then returns its result instead of testing and logging it twice."""
+    and export: tag ``agelab.complete``; a run from before the tag existed: FINISHED with test metrics).
+    A sweep or a command started again then returns its result instead of testing and logging it twice."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -170,7 +170,9 @@ def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] 
         run = MlflowClient(tracking_uri_of(cfg)).get_run(checkpoint[RUN_ID_KEY])
     except MlflowException:
         return None
-    if run.info.status != "FINISHED" or run.data.tags.get(COMPLETE_TAG) == "false":
+    complete = run.data.tags.get(COMPLETE_TAG)
+    tested = any(k.startswith("test/") for k in run.data.metrics)  # (a run from before the tag existed)
+    if run.info.status != "FINISHED" or complete == "false" or (complete is None and not tested):
         return None  # stopped before its test, figures or export were done: go on, they are done again
     states = (checkpoint.get("callbacks") or {}).values()
     best = next((state["best_model_path"] for state in states  # the monitored ModelCheckpoint's

@@ -89,10 +89,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
     require_accelerator(cfg)
     require_training_setup(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is a run param; no line before an error)
-    ckpt_path, run_id, checkpoint = cfg.ckpt_path or auto_resume_checkpoint(cfg), None, None
+    ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
+    # The folder is this command's before any checkpoint in it is read.
+    lock = lock_checkpoint_folder(Path(ckpt_path).parent if ckpt_path else Path(cfg.callbacks.model_checkpoint.dirpath))
+    try:
+        return _train_in_locked_folder(cfg, ckpt_path)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def tested_already(client, run_id: str, logged: dict, step: int) -> set[str]:
+    """The test metrics the run logged for the checkpoint at ``step``: a test stopped before its figures
+    or export were done, of the same checkpoint (not one of a shorter fit, before ``trainer.max_epochs``
+    was raised). Testing it again gives the same figures; they are not logged twice."""
+    names = sorted(k for k in logged if k.startswith("test/"))
+    probe = next((k for k in names if k != "test/cs_curve"), None)  # (the curve's steps are thetas)
+    history = client.get_metric_history(run_id, probe) if probe else []
+    return set(names) if history and max(m.step for m in history) == step else set()
+
+
+def _train_in_locked_folder(cfg: DictConfig, ckpt_path: str | None) -> dict[str, float]:
+    run_id, checkpoint = None, None
     if ckpt_path:
-        if not Path(ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
         checkpoint = read_checkpoint(ckpt_path)
         run_id = checkpoint.get(RUN_ID_KEY)  # the MLflow run the training goes on in
         check_resume(cfg, checkpoint, ckpt_path,  # before the run is reopened
@@ -106,18 +127,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 
     datamodule = instantiate(cfg.data)  # (its settings checked before any file is moved)
-    lock = lock_checkpoint_folder(Path(cfg.callbacks.model_checkpoint.dirpath))
-    try:
-        return _fit_and_test(cfg, datamodule, ckpt_path, run_id, checkpoint)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _fit_and_test(cfg: DictConfig, datamodule, ckpt_path: str | None, run_id: str | None,
-                  checkpoint: dict | None) -> dict[str, float]:
-    """``train`` once the command is checked and the folder is its own: a new run (or the resumed one),
-    the fit, the test of the best checkpoint."""
     if not ckpt_path:
         moved = set_aside_old_checkpoints(Path(cfg.callbacks.model_checkpoint.dirpath))
         for key in STARTING_CHECKPOINTS:  # a base or teacher among them is read from where it went
@@ -140,17 +149,18 @@ def _fit_and_test(cfg: DictConfig, datamodule, ckpt_path: str | None, run_id: st
         datamodule.setup("fit")
         label_check.check(module, datamodule)
 
-    if not ckpt_path:  # a resumed run already has its params (MLflow refuses to change them)
+    earlier: dict[str, float] = {}  # what the run logged before, when its fit has nothing left to do
+    if not run_id:  # a resumed run already has its params (MLflow refuses to change them)
         logger.log_hyperparams(flatten_config(cfg))
         logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
-    elif trainer.is_global_zero and fitted(cfg, checkpoint):  # stopped during its final test or export: the
-        logged = logger.experiment.get_run(logger.run_id).data.metrics  # same checkpoint, the same figures
-        logger.logged_already = {k for k in logged if k.startswith("test/")}
+    elif trainer.is_global_zero and fitted(cfg, checkpoint):  # stopped during its final test, figures or export
+        earlier = logger.experiment.get_run(logger.run_id).data.metrics
+        logger.logged_already = tested_already(logger.experiment, logger.run_id, earlier, checkpoint["global_step"])
     if trainer.is_global_zero:
         end_stranded_run(Path(cfg.callbacks.model_checkpoint.dirpath), logger.experiment, logger.run_id)
         logger.experiment.set_tag(logger.run_id, COMPLETE_TAG, "false")  # until tested and exported
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = _scalars(trainer.callback_metrics)
+    metrics = {**{k: v for k, v in earlier.items() if not k.startswith("test/")}, **_scalars(trainer.callback_metrics)}
     best = best_checkpoint_path(trainer)
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None)  # None: no epoch was validated
     if trainer.is_global_zero:  # tested, figures drawn, exported: a command started again has nothing to do

@@ -114,7 +114,8 @@ def test_resume_continues_the_same_mlflow_run(tmp_path):
     artifacts = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
     assert artifacts == [f"checkpoints/{Path(again['best_model_path']).name}"]
     assert only_run(client).data.tags["agelab.complete"] == "true"
-    assert len(client.get_metric_history(run_id, "model/params")) == 1  # sizes logged by the first fit only
+    for once in ("model/params", "data/split/train"):  # logged by the first process only, not by each resume
+        assert len(client.get_metric_history(run_id, once)) == 1, once
 
     # Stopped during its final test, figures or export: Lightning marks the run FINISHED when the fit
     # ends, but the run is not complete. The same command tests it again, without logging its test
@@ -197,3 +198,47 @@ def test_a_second_training_in_the_same_folder_stops_with_one_line(tmp_path):
         held.release()
     assert not list(folder.glob("*.ckpt"))  # the refused command wrote nothing there
     assert train(cfg)["test/mae"] > 0  # free again
+
+
+def test_a_run_stopped_before_the_test_of_a_longer_fit_is_tested_again(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    first = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=1"]))
+    last = Path(first["best_model_path"]).parent / "last.ckpt"
+    client = client_for(tmp_path)
+    run_id = only_run(client).info.run_id
+    steps = [m.step for m in client.get_metric_history(run_id, "test/mae")]
+
+    def stopped(*args, **kwargs):
+        raise RuntimeError("stopped before the test")  # as a kill there: the fit ended, nothing tested
+
+    longer = compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"])
+    monkeypatch.setattr(pl.Trainer, "test", stopped)
+    with pytest.raises(RuntimeError, match="stopped before the test"):
+        train(longer)
+    monkeypatch.undo()
+    run = only_run(client)
+    assert run.info.status == "FINISHED" and run.data.tags["agelab.complete"] == "false"  # Lightning's FINISHED
+
+    # The 1-epoch test's figures are not this checkpoint's: the 2-epoch one is tested and logged.
+    again = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert [m.step for m in client.get_metric_history(run_id, "test/mae")] == [steps[0], 2 * steps[0]]
+    assert len(client.get_metric_history(run_id, "test/cs_curve")) == 2 * 16
+    assert "val/mae" in again and "train/loss" in again  # the fit's metrics, logged by the process before
+    assert only_run(client).data.tags["agelab.complete"] == "true"
+
+
+def test_a_run_from_before_the_completion_tag_counts_as_done_only_once_tested(tmp_path):
+    from agelab.resume import finished_run_metrics
+    from agelab.tracking import RUN_ID_KEY
+
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1"])
+    client = client_for(tmp_path)
+    experiment = client.create_experiment("agelab")
+    run_id = client.create_run(experiment).info.run_id
+    client.log_metric(run_id, "val/mae", 9.0)
+    client.set_terminated(run_id)  # FINISHED, no tag, no test: stopped in its test
+    checkpoint = {RUN_ID_KEY: run_id, "epoch": 0}
+    assert finished_run_metrics(cfg, checkpoint) is None
+    client.log_metric(run_id, "test/mae", 8.0)
+    assert finished_run_metrics(cfg, checkpoint) == {"val/mae": 9.0, "test/mae": 8.0, "best_model_path": ""}

@@ -4,6 +4,7 @@ and ``CSCurveFigure``. The other figure callbacks live beside this file and draw
 from __future__ import annotations
 
 import math
+import time
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from mlflow.entities import Metric  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 
 from agelab.callbacks.mlflow_utils import mlflow_run  # noqa: E402
@@ -143,5 +145,6 @@ class CSCurveFigure(pl.Callback):
         log_figure(trainer, cs_curve_figure(curve), "figures/cs_curve.png")
         if any("test/cs_curve" in getattr(logger, "logged_already", ()) for logger in trainer.loggers):
             return  # a resumed run tested again: the same curve is in the run already
-        for theta, value in enumerate(curve):
-            client.log_metric(run_id, "test/cs_curve", float(value), step=theta)
+        now = int(time.time() * 1000)  # one write: a run stopped in between never keeps half a curve
+        client.log_batch(run_id, metrics=[Metric("test/cs_curve", float(value), now, theta)
+                                          for theta, value in enumerate(curve)])

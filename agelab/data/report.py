@@ -111,7 +111,7 @@ def counts_text(datamodule) -> str:
 
 
 class DataReport(pl.Callback):
-    """Prints and logs the data counts once per run, right after the datamodule's setup."""
+    """Prints the data counts right after the datamodule's setup, and logs them once per run."""
 
     def __init__(self):
         self.reported = False
@@ -124,16 +124,18 @@ class DataReport(pl.Callback):
         if not metrics:
             return
         self.reported = True
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=0)
         if not trainer.is_global_zero:
-            return
+            return  # (the other processes' loggers write nothing)
         text = counts_text(datamodule)
         print(text, flush=True)
         write_to_log_files(log, text)
         from agelab.callbacks.mlflow_utils import mlflow_run
 
         client, run_id = mlflow_run(trainer)
+        if client is not None and "data/split/train" in client.get_run(run_id).data.metrics:
+            return  # a resumed run: its counts, files dropped and balancing are logged already
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=0)
         if client is None:
             return
         drops = getattr(getattr(datamodule, "source", None), "drops", None)

@@ -14,8 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agelab.data.images import UNREADABLE
+
 PHOTO, VIDEO = "photo", "video"
-UNSUPPORTED, LINK_OUTSIDE, UNREADABLE = "unsupported", "link_outside", "unreadable"
+UNSUPPORTED, LINK_OUTSIDE = "unsupported", "link_outside"
 
 # What OpenCV decodes (agelab.data.images.read_image), and what cv2.VideoCapture opens through FFmpeg.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
