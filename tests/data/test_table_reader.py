@@ -105,3 +105,14 @@ def test_a_row_with_too_many_fields_is_dropped_and_the_rest_read(tmp_path):
                                             [f"{csv}:7", "bad_age"]]
     assert result.records["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg")]
     assert result.records["age"].tolist() == [30, 52]
+
+
+def test_paths_written_with_windows_separators_find_their_images(tmp_path):
+    (tmp_path / "faces" / "sub").mkdir(parents=True)
+    (tmp_path / "faces" / "sub" / "a.jpg").write_bytes(b"")
+    (tmp_path / "faces" / "odd\\name.jpg").write_bytes(b"")  # a backslash in a file name is kept as such
+    (tmp_path / "labels.csv").write_text("path,age\nfaces\\sub\\a.jpg,30\nfaces/odd\\name.jpg,40\nfaces\\gone.jpg,50\n")
+    result = read_table(tmp_path)
+    assert result.records["path"].tolist() == [str(tmp_path / "faces" / "sub" / "a.jpg"),
+                                               str(tmp_path / "faces" / "odd\\name.jpg")]
+    assert result.drops.values.tolist() == [[str(tmp_path / "faces\\gone.jpg"), "missing_file"]]

@@ -34,6 +34,18 @@ MAX_AGE = 120
 _GENDERS = {"m": "m", "male": "m", "man": "m", "f": "f", "female": "f", "woman": "f"}
 
 
+def image_path(base: str, written: str) -> str:
+    """The image a label row names ("" for none): relative to the label file's folder; a path written
+    with Windows separators (``faces\\a.jpg``) is read with ``/`` when only that names a file."""
+    if not written:
+        return ""
+    path = os.path.normpath(os.path.join(base, written))
+    if "\\" in written and not os.path.isfile(path):
+        posix = os.path.normpath(os.path.join(base, written.replace("\\", "/")))
+        return posix if os.path.isfile(posix) else path
+    return path
+
+
 def read_table(root, file: str = "labels.csv", name: str = "table") -> ReadResult:
     folder = require_dir(root, name)
     csv_path = require_file(folder / file, name)
@@ -65,7 +77,7 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root, drops=()) -> R
     drops = [*drops, *dropped_lines("bad_age", bad_age, root), *dropped_lines("bad_group", bad_group, root)]
     keep = ~bad_age & ~bad_group
 
-    paths = table["path"].str.strip().map(lambda p: os.path.normpath(os.path.join(base, p)) if p else "")
+    paths = table["path"].str.strip().map(lambda p: image_path(base, p))
     # A later good row must not be counted as a duplicate of an earlier dropped one.
     duplicate = keep & paths.where(keep).duplicated(keep="first") & paths.ne("")
     drops += dropped_lines("duplicate", duplicate, root)
