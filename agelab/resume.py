@@ -152,10 +152,30 @@ def fitted(cfg: DictConfig, checkpoint: dict) -> bool:
     return isinstance(epochs, int) and epochs >= 0 and epochs_done >= epochs
 
 
+def tested_already(client, run_id: str, logged: dict, step: int | None) -> set[str]:
+    """The test metrics the run logged for the checkpoint at global step ``step`` (any step when None):
+    those whose last entry is at that step, and the CS curve (logged by theta) when it came after them.
+    A test of the same checkpoint gives the same figures again; a shorter fit's test, before
+    ``trainer.max_epochs`` was raised, gave others."""
+    names, first_at_step = set(), None
+    for name in sorted(k for k in logged if k.startswith("test/") and k != "test/cs_curve"):
+        history = client.get_metric_history(run_id, name)
+        last = max(history, key=lambda m: (m.step, m.timestamp), default=None)
+        if last is not None and (step is None or last.step == step):
+            names.add(name)
+            first_at_step = min(first_at_step or last.timestamp, last.timestamp)
+    if "test/cs_curve" in logged and first_at_step is not None:
+        curve = client.get_metric_history(run_id, "test/cs_curve")
+        if curve and max(m.timestamp for m in curve) >= first_at_step:
+            names.add("test/cs_curve")
+    return names
+
+
 def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] | None:
     """The logged metrics of the run this checkpoint belongs to when there is nothing left to do:
     it has trained ``trainer.max_epochs`` epochs and its MLflow run is complete (tested, with its figures
-    and export: tag ``agelab.complete``; a run from before the tag existed: FINISHED with test metrics).
+    and export: tag ``agelab.complete``; a run from before the tag existed: FINISHED with this checkpoint's
+    test metrics).
     A sweep or a command started again then returns its result instead of testing and logging it twice."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -166,13 +186,16 @@ def finished_run_metrics(cfg: DictConfig, checkpoint: dict) -> dict[str, float] 
 
     if not checkpoint.get(RUN_ID_KEY) or not fitted(cfg, checkpoint):
         return None
+    client = MlflowClient(tracking_uri_of(cfg))
     try:
-        run = MlflowClient(tracking_uri_of(cfg)).get_run(checkpoint[RUN_ID_KEY])
+        run = client.get_run(checkpoint[RUN_ID_KEY])
     except MlflowException:
         return None
     complete = run.data.tags.get(COMPLETE_TAG)
-    tested = any(k.startswith("test/") for k in run.data.metrics)  # (a run from before the tag existed)
-    if run.info.status != "FINISHED" or complete == "false" or (complete is None and not tested):
+    if complete is None and run.info.status == "FINISHED":  # a run from before the tag existed
+        tested = tested_already(client, run.info.run_id, run.data.metrics, checkpoint.get("global_step"))
+        complete = "true" if tested else "false"
+    if run.info.status != "FINISHED" or complete == "false":
         return None  # stopped before its test, figures or export were done: go on, they are done again
     states = (checkpoint.get("callbacks") or {}).values()
     best = next((state["best_model_path"] for state in states  # the monitored ModelCheckpoint's

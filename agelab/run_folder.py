@@ -11,6 +11,7 @@ from pathlib import Path
 from agelab.errors import ConfigError
 
 RUN_FILE = ".mlflow_run_id"  # the MLflow run the folder's checkpoints belong to
+LOCK_FILE = ".training.lock"
 log = logging.getLogger(__name__)
 
 
@@ -25,13 +26,26 @@ def lock_checkpoint_folder(folder: Path):
     if rank_zero_only.rank != 0:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / ".training.lock")
+    lock = FileLock(folder / LOCK_FILE)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise ConfigError(f"another training is running in {folder}; wait for it to end, or start this one "
                           "in another folder (hydra.run.dir)") from None
     return lock
+
+
+def release_checkpoint_folder(lock, folder: Path) -> None:
+    """Let the folder go; a folder the command left empty (it stopped on a bad setting before its run
+    opened) is removed with its lock file."""
+    if lock is None:
+        return
+    if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+        Path(lock.lock_file).unlink(missing_ok=True)  # (while still held: no other command has it open)
+        lock.release()
+        folder.rmdir()
+    else:
+        lock.release()
 
 
 def set_aside_old_checkpoints(folder: Path) -> dict[Path, Path]:

@@ -18,8 +18,9 @@ from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
-from agelab.resume import check_resume, finished_run_metrics, fitted, group_choices, warn_if_other_data
-from agelab.run_folder import end_stranded_run, lock_checkpoint_folder, set_aside_old_checkpoints
+from agelab.resume import check_resume, finished_run_metrics, fitted, group_choices, tested_already, warn_if_other_data
+from agelab.run_folder import (end_stranded_run, lock_checkpoint_folder, release_checkpoint_folder,
+                               set_aside_old_checkpoints)
 from agelab.results.runs import COMPLETE_TAG
 from agelab.tracking import RUN_ID_KEY, flatten_config
 
@@ -89,29 +90,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     require_accelerator(cfg)
     require_training_setup(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # (the seed is a run param; no line before an error)
-    ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint at {ckpt_path}")
-    # The folder is this command's before any checkpoint in it is read.
-    lock = lock_checkpoint_folder(Path(ckpt_path).parent if ckpt_path else Path(cfg.callbacks.model_checkpoint.dirpath))
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint at {cfg.ckpt_path}")
+    folder = Path(cfg.ckpt_path).parent if cfg.ckpt_path else Path(cfg.callbacks.model_checkpoint.dirpath)
+    # A new run's data settings are checked before its folder is made (a resumed run's after the
+    # checkpoint is compared: the checkpoint names what to repeat).
+    datamodule = None if cfg.ckpt_path or (folder / "last.ckpt").is_file() else instantiate(cfg.data)
+    lock = lock_checkpoint_folder(folder)  # before any checkpoint in the folder is looked for or read
     try:
-        return _train_in_locked_folder(cfg, ckpt_path)
+        return _train_in_locked_folder(cfg, datamodule)
     finally:
-        if lock is not None:
-            lock.release()
+        release_checkpoint_folder(lock, folder)
 
 
-def tested_already(client, run_id: str, logged: dict, step: int) -> set[str]:
-    """The test metrics the run logged for the checkpoint at ``step``: a test stopped before its figures
-    or export were done, of the same checkpoint (not one of a shorter fit, before ``trainer.max_epochs``
-    was raised). Testing it again gives the same figures; they are not logged twice."""
-    names = sorted(k for k in logged if k.startswith("test/"))
-    probe = next((k for k in names if k != "test/cs_curve"), None)  # (the curve's steps are thetas)
-    history = client.get_metric_history(run_id, probe) if probe else []
-    return set(names) if history and max(m.step for m in history) == step else set()
-
-
-def _train_in_locked_folder(cfg: DictConfig, ckpt_path: str | None) -> dict[str, float]:
+def _train_in_locked_folder(cfg: DictConfig, datamodule) -> dict[str, float]:
+    ckpt_path = cfg.ckpt_path or auto_resume_checkpoint(cfg)
     run_id, checkpoint = None, None
     if ckpt_path:
         checkpoint = read_checkpoint(ckpt_path)
@@ -126,7 +119,8 @@ def _train_in_locked_folder(cfg: DictConfig, ckpt_path: str | None) -> dict[str,
         with open_dict(cfg):  # keep writing checkpoints next to the one we resume from
             cfg.callbacks.model_checkpoint.dirpath = str(Path(ckpt_path).parent)
 
-    datamodule = instantiate(cfg.data)  # (its settings checked before any file is moved)
+    if datamodule is None:  # (its settings checked before any file is moved)
+        datamodule = instantiate(cfg.data)
     if not ckpt_path:
         moved = set_aside_old_checkpoints(Path(cfg.callbacks.model_checkpoint.dirpath))
         for key in STARTING_CHECKPOINTS:  # a base or teacher among them is read from where it went
@@ -155,7 +149,7 @@ def _train_in_locked_folder(cfg: DictConfig, ckpt_path: str | None) -> dict[str,
         logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
     elif trainer.is_global_zero and fitted(cfg, checkpoint):  # stopped during its final test, figures or export
         earlier = logger.experiment.get_run(logger.run_id).data.metrics
-        logger.logged_already = tested_already(logger.experiment, logger.run_id, earlier, checkpoint["global_step"])
+        logger.logged_already = tested_already(logger.experiment, logger.run_id, earlier, checkpoint.get("global_step"))
     if trainer.is_global_zero:
         end_stranded_run(Path(cfg.callbacks.model_checkpoint.dirpath), logger.experiment, logger.run_id)
         logger.experiment.set_tag(logger.run_id, COMPLETE_TAG, "false")  # until tested and exported

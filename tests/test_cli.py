@@ -36,6 +36,7 @@ def test_bad_values_fail_fast_with_one_line(tmp_path, override, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [message]
     assert not (tmp_path / "data").exists()  # failed before generating or training anything
+    assert not list(tmp_path.rglob("checkpoints"))  # nor making the run's checkpoint folder
 
 
 def test_unknown_model_name_lists_the_known_ones(tmp_path):

@@ -200,8 +200,11 @@ def test_a_second_training_in_the_same_folder_stops_with_one_line(tmp_path):
     assert train(cfg)["test/mae"] > 0  # free again
 
 
-def test_a_run_stopped_before_the_test_of_a_longer_fit_is_tested_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop_in", ["test", "figures"])
+def test_a_run_stopped_in_the_test_of_a_longer_fit_is_tested_again(tmp_path, monkeypatch, stop_in):
     import pytorch_lightning as pl
+
+    from agelab.callbacks.figures import CSCurveFigure
 
     first = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=1"]))
     last = Path(first["best_model_path"]).parent / "last.ckpt"
@@ -210,15 +213,20 @@ def test_a_run_stopped_before_the_test_of_a_longer_fit_is_tested_again(tmp_path,
     steps = [m.step for m in client.get_metric_history(run_id, "test/mae")]
 
     def stopped(*args, **kwargs):
-        raise RuntimeError("stopped before the test")  # as a kill there: the fit ended, nothing tested
+        raise RuntimeError("stopped")  # as a kill there: the fit ended; nothing (or only the scores) tested
 
     longer = compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"])
-    monkeypatch.setattr(pl.Trainer, "test", stopped)
-    with pytest.raises(RuntimeError, match="stopped before the test"):
+    if stop_in == "test":
+        monkeypatch.setattr(pl.Trainer, "test", stopped)
+    else:  # the test's scores are logged, its CS curve is not
+        monkeypatch.setattr(CSCurveFigure, "on_test_end", stopped)
+    with pytest.raises(RuntimeError, match="stopped"):
         train(longer)
     monkeypatch.undo()
     run = only_run(client)
-    assert run.info.status == "FINISHED" and run.data.tags["agelab.complete"] == "false"  # Lightning's FINISHED
+    # FINISHED by Lightning when the fit ended (a kill in the test leaves it so); FAILED by the error in the test
+    assert run.info.status == ("FINISHED" if stop_in == "test" else "FAILED")
+    assert run.data.tags["agelab.complete"] == "false"
 
     # The 1-epoch test's figures are not this checkpoint's: the 2-epoch one is tested and logged.
     again = train(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", f"ckpt_path={last}"]))
