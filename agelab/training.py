@@ -18,10 +18,11 @@ from agelab.callbacks.mlflow_utils import best_checkpoint_path
 from agelab.checkpoint import load_weights, read_checkpoint
 from agelab.data.report import DataReport
 from agelab.errors import ConfigError
-from agelab.resume import check_resume, finished_run_metrics, fitted, group_choices, tested_already, warn_if_other_data
+from agelab.results.runs import COMPLETE_TAG
+from agelab.resume import (check_resume, finished_run_metrics, fitted, group_choices, tested_already,
+                           warn_if_other_data)
 from agelab.run_folder import (end_stranded_run, lock_checkpoint_folder, release_checkpoint_folder,
                                set_aside_old_checkpoints)
-from agelab.results.runs import COMPLETE_TAG
 from agelab.tracking import RUN_ID_KEY, flatten_config
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,14 @@ def _train_in_locked_folder(cfg: DictConfig, datamodule) -> dict[str, float]:
         logger.experiment.log_text(logger.run_id, config_yaml, "config/config.yaml")
     elif trainer.is_global_zero and fitted(cfg, checkpoint):  # stopped during its final test, figures or export
         earlier = logger.experiment.get_run(logger.run_id).data.metrics
-        logger.logged_already = tested_already(logger.experiment, logger.run_id, earlier, checkpoint.get("global_step"))
+        logger.logged_already = tested_already(logger.experiment, logger.run_id, earlier,
+                                               checkpoint.get("global_step"))
     if trainer.is_global_zero:
         end_stranded_run(Path(cfg.callbacks.model_checkpoint.dirpath), logger.experiment, logger.run_id)
         logger.experiment.set_tag(logger.run_id, COMPLETE_TAG, "false")  # until tested and exported
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {**{k: v for k, v in earlier.items() if not k.startswith("test/")}, **_scalars(trainer.callback_metrics)}
+    metrics = {k: v for k, v in earlier.items() if not k.startswith("test/")}
+    metrics.update(_scalars(trainer.callback_metrics))
     best = best_checkpoint_path(trainer)
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None)  # None: no epoch was validated
     if trainer.is_global_zero:  # tested, figures drawn, exported: a command started again has nothing to do

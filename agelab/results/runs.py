@@ -103,7 +103,8 @@ def metric_names(runs: pd.DataFrame) -> list[str]:
 
 def exclusion_reasons(runs: pd.DataFrame, include_eval: bool = False) -> pd.Series:
     """Why each run is not a training run to compare ('' when it is): not FINISHED, incomplete (its
-    final test or export did not end; the same training command completes it), a cross-validation parent (its folds are runs of their own), or an agelab.eval re-test."""
+    final test or export did not end; the same training command completes it), a cross-validation
+    parent (its folds are runs of their own), or an agelab.eval re-test."""
     reasons = pd.Series("", index=runs.index, dtype=object)
     if runs.empty:
         return reasons
