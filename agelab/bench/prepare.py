@@ -22,8 +22,8 @@ from agelab.data.faces import FaceCropper
 from agelab.data.images import read_image
 from agelab.data.prepare_cache import prepare_cache
 from agelab.data.synth import SynthSpec, make_sample
-from agelab.inference.backends import default_face_settings
 from agelab.errors import ConfigError
+from agelab.inference.backends import default_face_settings
 
 
 def write_photos(folder: Path, count: int, side: int, cropper: FaceCropper, seed: int = 0) -> pd.DataFrame:

@@ -13,6 +13,12 @@ def mlflow_run(trainer):
     return None, None
 
 
+def logged_in_run(trainer, name: str) -> bool:
+    """Whether the trainer's MLflow run has metric ``name`` already (a resumed run logged it before)."""
+    client, run_id = mlflow_run(trainer)
+    return client is not None and name in client.get_run(run_id).data.metrics
+
+
 def best_checkpoint_path(trainer) -> str:
     """The best checkpoint of the monitored ModelCheckpoint ('' before it saved one). The other,
     unmonitored one only keeps last.ckpt for resuming."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from agelab.callbacks.mlflow_utils import mlflow_run
+from agelab.callbacks.mlflow_utils import logged_in_run
 from agelab.models.summary import count_params, forward_flops
 
 BYTES_FP32 = 4
@@ -32,19 +32,13 @@ def model_size(module: torch.nn.Module) -> dict[str, float]:
     return {"model/params": float(params), "model/size_mb": (params + buffers) * BYTES_FP32 / 1e6}
 
 
-def sizes_logged(trainer) -> bool:
-    """Whether the trainer's MLflow run has the sizes already (a resumed run)."""
-    client, run_id = mlflow_run(trainer)
-    return client is not None and "model/params" in client.get_run(run_id).data.metrics
-
-
 class ModelSize(pl.Callback):
     """Logs ``model/params``, ``model/size_mb`` (see ``model_size``) and ``model/mflops`` (see
     ``agelab.models.summary.forward_flops``) to every logger at the start of a new fit."""
 
     def on_fit_start(self, trainer, pl_module):
-        if not trainer.is_global_zero or sizes_logged(trainer):
-            return  # (the other processes' loggers write nothing)
+        if not trainer.is_global_zero or logged_in_run(trainer, "model/params"):
+            return  # (the other processes' loggers write nothing; a resumed run has its sizes)
         sizes = model_size(network(pl_module))
         if isinstance(getattr(pl_module, "model", None), torch.nn.Module) and hasattr(pl_module, "head"):
             flops = forward_flops(pl_module.model, pl_module.head)

@@ -88,13 +88,15 @@ def balance_metrics(report) -> dict[str, float]:
 
 
 def balance_text(metrics: dict[str, float]) -> str:
-    m = {k.rsplit("/", 1)[1]: int(v) for k, v in metrics.items()}
+    """The console line of ``data_metrics``' balancing figures."""
+    m = {k.rsplit("/", 1)[1]: int(v) for k, v in metrics.items() if k.startswith("data/balance/")}
     return (f"train split balanced per age: ages capped {m['capped_ages']} (faces left out {m['left_out']}), "
             f"resampled {m['resampled_ages']} (copies added {m['copies']}), without faces {m['empty_ages']}")
 
 
-def counts_text(datamodule) -> str:
-    """Console lines: kept/dropped by reason (when the source counts them), then the split sizes."""
+def counts_text(datamodule, metrics: dict[str, float]) -> str:
+    """Console lines: kept/dropped by reason (when the source counts them), the split sizes, then what
+    the per-age balancing did (from ``metrics``, ``data_metrics(datamodule)``)."""
     source = getattr(datamodule, "source", None)
     lines = []
     if isinstance(getattr(source, "drop_counts", None), dict) and hasattr(source, "kept"):
@@ -104,9 +106,8 @@ def counts_text(datamodule) -> str:
     datasets = getattr(datamodule, "datasets", {})
     if datasets:
         lines.append("splits: " + ", ".join(f"{s} {len(datasets[s])}" for s in SPLITS if s in datasets))
-    report = balance_report(datamodule)
-    if report is not None:
-        lines.append(balance_text(balance_metrics(report)))
+    if "data/balance/copies" in metrics:
+        lines.append(balance_text(metrics))
     return "\n".join(lines)
 
 
@@ -126,14 +127,14 @@ class DataReport(pl.Callback):
         self.reported = True
         if not trainer.is_global_zero:
             return  # (the other processes' loggers write nothing)
-        text = counts_text(datamodule)
+        text = counts_text(datamodule, metrics)
         print(text, flush=True)
         write_to_log_files(log, text)
-        from agelab.callbacks.mlflow_utils import mlflow_run
+        from agelab.callbacks.mlflow_utils import logged_in_run, mlflow_run
 
-        client, run_id = mlflow_run(trainer)
-        if client is not None and "data/split/train" in client.get_run(run_id).data.metrics:
+        if logged_in_run(trainer, "data/split/train"):
             return  # a resumed run: its counts, files dropped and balancing are logged already
+        client, run_id = mlflow_run(trainer)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
         if client is None:
