@@ -19,19 +19,13 @@ def crop_margin(size) -> int:
     return int(round(int(size) / CROP_FRACTION))
 
 
-def stored_enlarge(view) -> float:
-    """How much larger than the face box the stored crop is, for the model to see ``view`` x the box
-    after the eval centre crop (e.g. 1.2 -> 1.3714: the 1.2x box fills the centre 112 of 128 px)."""
-    return round(float(view) / CROP_FRACTION, 4)
-
-
 def crop_area(size) -> float:
     """The share of the stored face's area an unscaled ``size`` crop takes (0.765625 at 112 of 128 px)."""
     return (int(size) / crop_margin(size)) ** 2
 
 
 def register_resolvers() -> None:
-    for name, resolver in (("crop_margin", crop_margin), ("stored_enlarge", stored_enlarge), ("crop_area", crop_area)):
+    for name, resolver in (("crop_margin", crop_margin), ("crop_area", crop_area)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

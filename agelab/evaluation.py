@@ -22,6 +22,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agelab.data.faces import FRAMING, require_framing
 from agelab.errors import ConfigError
 from agelab.results.runs import EVAL_SPLIT_TAG
 
@@ -136,8 +137,9 @@ def face_croppers(node) -> list:
 
 def composed_data_config(cfg: DictConfig, train_cfg: DictConfig, overrides=()) -> DictConfig:
     """``cfg.data`` (chosen on the command line) resolved with the checkpoint's model, eval
-    transform and seed in place of the eval config's own, and the crop (``enlarge``) its faces were
-    cut with unless the command line's ``overrides`` choose one, so crops fit the trained model."""
+    transform and seed in place of the eval config's own, and the framing its faces were cut with
+    (``eye_distance``, ``eye_line``) unless the command line's ``overrides`` choose one, so crops fit
+    the trained model."""
     from agelab.config_checks import require_values
 
     require_values(cfg.data, where="data")
@@ -147,10 +149,12 @@ def composed_data_config(cfg: DictConfig, train_cfg: DictConfig, overrides=()) -
             if key in train_cfg:
                 context[key] = copy.deepcopy(train_cfg[key])
     data = OmegaConf.create(OmegaConf.to_container(context.data, resolve=True))
-    trained = face_croppers(train_cfg.get("data"))
-    if trained and not any(o.key_or_group == "faces" or o.key_or_group.endswith(".enlarge") for o in overrides):
-        for cropper in face_croppers(data):
-            cropper.enlarge = trained[0].enlarge
+    for trained in face_croppers(train_cfg.get("data"))[:1]:
+        require_framing(trained)
+        for key in FRAMING:
+            if not any(o.key_or_group == "faces" or o.key_or_group.endswith(f".{key}") for o in overrides):
+                for cropper in face_croppers(data):
+                    cropper[key] = trained[key]
     return data
 
 

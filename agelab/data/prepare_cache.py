@@ -43,7 +43,7 @@ BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
 FACE_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2")  # the face the crop was made from, original pixels
 MANIFEST, DROPPED, SHARDS = "manifest.json", "dropped.json", "shards"
 FACE_DROPS = "dropped_faces.csv"
-FORMAT_VERSION = 1  # bump when the crop code changes what it makes, so old caches are rebuilt
+FORMAT_VERSION = 2  # bump when the crop code changes what it makes, so old caches are rebuilt
 ERROR = "error"  # an image that made the cropper fail (logged; counted, never silently lost)
 
 
@@ -100,7 +100,7 @@ def crop_one(cropper: FaceCropper, path: str, box) -> tuple[np.ndarray | None, s
     if face is None:
         return None, reason, {}
     info = {name: v / scale for name, v in zip(FACE_COLUMNS, face.box)}
-    info.update(detect_score=face.score, aligned=face.eyes is not None)
+    info["detect_score"] = face.score
     return face.crop, None, info
 
 
@@ -130,9 +130,9 @@ def _write_shard(cropper: FaceCropper, paths: list[str], boxes: list, out_path: 
         if crop is not None:
             crops.append(crop)
             kept.append(i)
-            infos.append([info[c] for c in FACE_COLUMNS] + [info["detect_score"], info["aligned"]])
+            infos.append([info[c] for c in FACE_COLUMNS] + [info["detect_score"]])
     images = np.stack(crops) if crops else np.empty((0, size, size, 3), np.uint8)
-    info_array = np.asarray(infos, np.float64).reshape(-1, len(FACE_COLUMNS) + 2)
+    info_array = np.asarray(infos, np.float64).reshape(-1, len(FACE_COLUMNS) + 1)
     with written_whole(out_path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, kept=np.asarray(kept, np.int64), reasons=np.asarray(reasons, dtype=str),
                  info=info_array)
@@ -222,7 +222,6 @@ def _result_records(records: pd.DataFrame, source_index: np.ndarray, info: np.nd
     for j, name in enumerate(FACE_COLUMNS):
         out[name] = np.round(info[:, j]).astype(np.int64)
     out["detect_score"] = np.round(info[:, len(FACE_COLUMNS)], 4)
-    out["aligned"] = info[:, len(FACE_COLUMNS) + 1].astype(bool)
     return out
 
 
@@ -260,7 +259,7 @@ def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResu
     if len(stored) != len(images) or "source_index" not in stored:
         return None
     labels = _labels_hash(records)
-    info = stored[[*FACE_COLUMNS, "detect_score", "aligned"]].to_numpy(np.float64)
+    info = stored[[*FACE_COLUMNS, "detect_score"]].to_numpy(np.float64)
     result = _result_records(records, stored["source_index"].to_numpy(np.int64), info)
     if manifest.get("labels") != labels:  # same crops, new labels: refresh the table only
         log.info("labels changed since %s was built: updating its records.csv", folder)

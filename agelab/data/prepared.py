@@ -91,9 +91,6 @@ class PreparedSource:
         self.kept = prepared.kept
         self._prepared = prepared
         log.debug("%s", format_counts(f"{self.name} ({self.folder})", self.kept, self.drop_counts))
-        if self.cropper.align and len(prepared.records) and "aligned" in prepared.records:
-            log.info("%s: %d of %d faces aligned by their eyes", self.name, int(prepared.records["aligned"].sum()),
-                     prepared.kept)
         return self.drop_counts
 
     @property

@@ -140,9 +140,8 @@ class OnnxBackend:
             self.face_settings = json.loads(metadata[CROPPER_METADATA])
         else:
             self.face_settings = default_face_settings(self.input_size)
-            log.warning("%s carries no %s metadata: faces are cropped with conf/faces/default.yaml (enlarge %s), "
-                        "which may not be how its training faces were cut", path, CROPPER_METADATA,
-                        self.face_settings["enlarge"])
+            log.warning("%s carries no %s metadata: faces are cropped with conf/faces/default.yaml, "
+                        "which may not be how its training faces were cut", path, CROPPER_METADATA)
 
     @staticmethod
     def _input_size(path: Path, shape, given: int | None) -> int:

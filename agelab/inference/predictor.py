@@ -1,8 +1,7 @@
 """Photo -> faces -> ages: the shared face cropper (agelab.data.faces) in front of a backend.
 
 The crops come from the same FaceCropper code and settings that prepared the training data, so
-the model sees at prediction time the kind of crop it was trained on. Detection is always on
-here (a photo is not a face chip), whatever the training data needed.
+the model sees at prediction time the framing it was trained on.
 """
 
 from __future__ import annotations
@@ -11,13 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agelab.data.faces import FaceCropper
+from agelab.data.faces import FaceCropper, require_framing
 from agelab.errors import ConfigError
 from agelab.groups import GROUP_NAMES, age_to_group
 
-# Face settings a user may override at prediction time (output_size follows the model; detect is on).
-TUNABLE = ("enlarge", "align", "min_face_size", "min_sharpness", "scale_factor", "min_neighbors", "max_image_side",
-           "detect_side")
+# Face settings a user may override at prediction time (output_size and the framing follow the model).
+TUNABLE = ("min_face_size", "min_sharpness", "max_image_side", "detect_side")
 
 
 @dataclass
@@ -35,15 +33,15 @@ class FacePrediction:
 
 
 def make_cropper(settings: dict, overrides: dict | None = None) -> FaceCropper:
-    """A detecting FaceCropper from the model's settings, with the user's non-null overrides."""
+    """A FaceCropper from the model's settings, with the user's non-null overrides."""
     settings = dict(settings)
+    require_framing(settings)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in TUNABLE:
             raise ConfigError(f"faces.{key}: not a face setting predict can change (one of {', '.join(TUNABLE)})")
         settings[key] = value
-    settings["detect"] = True
     try:
         return FaceCropper(**settings)
     except ConfigError as exc:  # "<setting> must be ..."
