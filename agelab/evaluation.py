@@ -22,13 +22,14 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agelab.config import CONF_DIR
 from agelab.data.faces import FRAMING, require_framing
 from agelab.errors import ConfigError
 from agelab.results.runs import EVAL_SPLIT_TAG
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "all")  # all: every face of the data (a dataset used whole as a test)
 TRAINED_RUN_TAG = "agelab.trained_run_id"
 RUN_URI_PREFIX = "runs:/"
 # Table order: headline figures first, then the breakdowns.
@@ -158,12 +159,21 @@ def composed_data_config(cfg: DictConfig, train_cfg: DictConfig, overrides=()) -
     return data
 
 
+def whole_as_test(data_cfg: DictConfig) -> None:
+    """``split=all``: every face of the data is test data (conf/data/split/all.yaml), e.g. a whole
+    dataset testing a model trained on another."""
+    if OmegaConf.select(data_cfg, "source.split") is None:
+        raise ConfigError("split=all needs a dataset read from files with a split (data=<name> data.root=<folder>)")
+    data_cfg.source.split = OmegaConf.load(CONF_DIR / "data" / "split" / "all.yaml")
+    data_cfg.source.balance = None  # nothing is trained on
+
+
 def serve_split_as_test(datamodule, split: str) -> None:
     """Make ``split`` the datamodule's test set, read with the deterministic eval transform."""
-    if split == "test":
+    if split in ("test", "all"):
         return
     datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule.setup("fit")
     dataset = copy.copy(datamodule.datasets[split])
     dataset.transform = datamodule.eval_transform  # the train split would otherwise be augmented
     datamodule.datasets["test"] = dataset
@@ -237,7 +247,7 @@ def open_eval_run(cfg: DictConfig, client, trained_run, trained_run_id: str | No
     }
     if trained_run_id:
         tags[TRAINED_RUN_TAG] = trained_run_id
-    run_name = f"eval-{trained_run.info.run_name if trained_run else Path(ckpt).stem}-{cfg.split}"
+    run_name = f"eval-{trained_run.info.run_name if trained_run else Path(ckpt).stem}-{data_name}-{cfg.split}"
     logger = mlflow_logger(experiment_name, root_dir=cfg.logger.get("root_dir", "."), run_name=run_name, tags=tags,
                            tracking_uri=cfg.logger.get("tracking_uri"))
     eval_yaml = OmegaConf.to_yaml(OmegaConf.create({"ckpt": str(ckpt), "split": cfg.split, "data": data_cfg}))
@@ -273,6 +283,8 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     from_checkpoint = data_from_checkpoint(cfg, overrides)
     data_cfg = checkpoint_data_config(train_cfg, overrides) if from_checkpoint else composed_data_config(
         cfg, train_cfg, overrides)
+    if cfg.split == "all":
+        whole_as_test(data_cfg)
     check_targets(data_cfg)
     check_targets(cfg)  # the keys of what eval builds itself (trainer, callbacks), now the checkpoint is found
     pl.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)

@@ -91,6 +91,29 @@ def test_choosing_data_composes_it_for_the_checkpoints_model(trained):
     assert trained.client.get_run(result.run_id).data.tags["eval.data"] == "synth"
 
 
+def test_split_all_tests_on_every_face_of_another_dataset(trained, tmp_path):
+    """A dataset used whole as a cross-dataset test: no training faces needed, the run names what it tested."""
+    import pandas as pd
+    from PIL import Image
+
+    from test_faces import draw_face
+
+    root = tmp_path / "others"
+    root.mkdir()
+    for i in range(6):
+        Image.fromarray(draw_face(200, 100, seed=i)).save(root / f"f{i}.jpg", quality=95)
+    pd.DataFrame({"path": [f"f{i}.jpg" for i in range(6)], "age": [20, 30, 40, 50, 60, 70]}).to_csv(
+        root / "labels.csv", index=False)
+    result = evaluate(eval_config(trained, f"ckpt={trained.ckpt}", "data=csv", f"data.root={root}", "split=all",
+                                  "data.num_workers=0", "data.source.workers=1"))
+    assert result.metrics["n_age"] == 6 and result.split == "all"
+    run = trained.client.get_run(result.run_id)
+    assert run.data.tags[EVAL_SPLIT_TAG] == "all" and run.data.tags["eval.data"] == "csv"
+    assert run.info.run_name.endswith("-csv-all")
+    with pytest.raises(ConfigError, match="^split=all needs a dataset read from files"):
+        evaluate(eval_config(trained, f"ckpt={trained.ckpt}", "data=synth", "split=all"))
+
+
 def test_data_overrides_apply_to_the_checkpoints_data(tmp_path):
     cfg = compose_config(tmp_path, ["data.batch_size=8", "~data.pin_memory", "+data.eval_batch_size=4"],
                          config_name="eval")
@@ -115,8 +138,8 @@ def test_a_checkpoint_naming_code_outside_the_allow_list_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"model._target_='os.system' is not allowed"):
         evaluate(compose_config(tmp_path, [f"ckpt={bad}"], config_name="eval"))
     assert not marker.exists()
-    with pytest.raises(ConfigError, match="split must be one of train, val, test"):
-        evaluate(compose_config(tmp_path, [f"ckpt={bad}", "split=all"], config_name="eval"))
+    with pytest.raises(ConfigError, match="split must be one of train, val, test, all"):
+        evaluate(compose_config(tmp_path, [f"ckpt={bad}", "split=every"], config_name="eval"))
 
 
 def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
@@ -173,8 +196,12 @@ def test_other_data_is_cropped_as_the_checkpoint_was_unless_the_command_says(tmp
 
     train_cfg = compose_config(tmp_path, ["data=imdb", f"data.root={tmp_path}"])
     with open_dict(train_cfg):
-        train_cfg.data.source.cropper.enlarge = 1.2  # a model trained before the default crop changed
+        train_cfg.data.source.cropper.eye_distance = 0.3  # a model trained with its own framing
     eval_cfg = compose_config(tmp_path, ["data=morph2", f"data.root={tmp_path}", "ckpt=x"], config_name="eval")
-    assert composed_data_config(eval_cfg, train_cfg).source.cropper.enlarge == 1.2
-    chosen = OverridesParser.create().parse_overrides(["data=morph2", "data.source.cropper.enlarge=1.5"])
-    assert composed_data_config(eval_cfg, train_cfg, chosen).source.cropper.enlarge == 1.3714  # the command's
+    assert composed_data_config(eval_cfg, train_cfg).source.cropper.eye_distance == 0.3
+    chosen = OverridesParser.create().parse_overrides(["data=morph2", "data.source.cropper.eye_distance=0.4"])
+    assert composed_data_config(eval_cfg, train_cfg, chosen).source.cropper.eye_distance == 0.35  # the command's
+    with open_dict(train_cfg):  # a model cut by the earlier pipeline (Haar box x enlarge): one clear line
+        train_cfg.data.source.cropper = {"_target_": "agelab.data.faces.FaceCropper", "enlarge": 1.3714}
+    with pytest.raises(ConfigError, match="earlier face pipeline"):
+        composed_data_config(eval_cfg, train_cfg)

@@ -9,6 +9,7 @@ cache), and every protocol is deterministic for a given seed, whatever the input
 - fold_split: a dataset's own folds (Adience's five); one fold is test.
 - lopo_split: leave one person out (FG-NET); one subject is test.
 - predefined_split: the dataset's own split column (APPA-REAL).
+- all_test: every row is test (a dataset used whole to test a model trained elsewhere).
 
 Fractions: ``test_fraction`` is a share of all rows; ``val_fraction`` is a share of the rows
 left after the test part is taken (validation is carved out of training). Subject-wise splits
@@ -119,6 +120,11 @@ def lopo_split(records: pd.DataFrame, fold: int, seed: int = 0, val_fraction: fl
     test = _subjects(records) == names[fold]
     rng = np.random.default_rng(seed)
     return _with_split(records, test, _carve_val(records, test, val_fraction, rng))
+
+
+def all_test(records: pd.DataFrame) -> pd.DataFrame:
+    """Every row in test: a dataset used whole as a cross-dataset test (``agelab.eval split=all``)."""
+    return records.assign(split="test")
 
 
 def predefined_split(records: pd.DataFrame) -> pd.DataFrame:
