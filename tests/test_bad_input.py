@@ -31,6 +31,8 @@ from agelab.data.prepare_cache import prepare_cache
 from agelab.data.readers import READERS, ReadResult, read_table
 from agelab.errors import ConfigError, DataError
 
+from test_faces import draw_face
+
 # ------------------------------------------------------------------------------ image files
 
 
@@ -184,12 +186,12 @@ def test_prepare_cache_counts_bad_files(tmp_path):
     good = []
     for i in range(3):
         p = tmp_path / f"good {i} é.jpg"
-        Image.fromarray(_rgb(seed=i)).save(p, "JPEG")
+        Image.fromarray(draw_face(120, 80, seed=i)).save(p, "JPEG")
         good.append(p)
     bad = [make_corrupt_jpg(tmp_path), make_zero_byte(tmp_path), make_text_png(tmp_path), make_dir_jpg(tmp_path),
            make_missing(tmp_path), make_huge_png(tmp_path)]
     records = pd.DataFrame({"path": [str(p) for p in [*good, *bad]], "age": 30.0})
-    result = prepare_cache(records, tmp_path / "cache", FaceCropper(detect=False, output_size=32), workers=1,
+    result = prepare_cache(records, tmp_path / "cache", FaceCropper(output_size=32), workers=1,
                            progress=False)
     assert result.kept == 3
     assert list(result.records["source_index"]) == [0, 1, 2]

@@ -51,10 +51,10 @@ def test_group_choices_are_checked_as_hydra_reads_them():
     from agelab.config_checks import unknown_group_choice
 
     assert unknown_group_choice(["model=smlf", "head=dex", "optimizer.lr=0.1", "-m", "--cfg", "job"]) is None
-    assert unknown_group_choice(["data/split@data.source.split=subject", "+faces@data.source.cropper=aligned"]) is None
+    assert unknown_group_choice(["data/split@data.source.split=subject", "+faces@data.source.cropper=default"]) is None
     assert unknown_group_choice(["model=null", "model=choice(smlf,nope)", "hydra/launcher=joblib", "model='smlf'"]) is None
     assert unknown_group_choice(["data=utkface", "data/split@data.source.split=nope"]).startswith(
-        "Could not find 'data/split/nope' (available in 'data/split': fold, lopo, ")
+        "Could not find 'data/split/nope' (available in 'data/split': all, fold, lopo, ")
     assert unknown_group_choice(["-m", "head=dex,no_head"]).startswith("Could not find 'head/no_head'")
 
 
@@ -62,9 +62,9 @@ def test_group_choices_are_checked_as_hydra_reads_them():
     ("train", ["-m", "model=smlf,smlf_small", "optimizer.lrr=0.1,0.2"],
      "error: optimizer.lrr is not a key of the train config (did you mean optimizer.lr?; "
      "to add a new key: +optimizer.lrr=0.1,0.2)"),
-    ("predict", ["photo.jpg", "onnx=m.onnx", "faces.enlargee=2"],
-     "error: faces.enlargee is not a key of the predict config (did you mean faces.enlarge?; "
-     "to add a new key: +faces.enlargee=2)"),
+    ("predict", ["photo.jpg", "onnx=m.onnx", "faces.min_face_sise=2"],
+     "error: faces.min_face_sise is not a key of the predict config (did you mean faces.min_face_size?; "
+     "to add a new key: +faces.min_face_sise=2)"),
     ("report", ["precison=2"], "error: precison is not a key of the report config (did you mean precision?; "
                                "to add a new key: +precison=2)"),
 ])
@@ -140,11 +140,11 @@ def test_an_argument_check_inside_a_target_names_its_config_path():
             instantiate(cfg.data)
         return str(with_config_path(raised.value.__cause__, raised.value))
 
-    assert error_of({"min_face_size": "abc"}) == "data.source.cropper.min_face_size must be an integer >= 0, got 'abc'"
+    assert error_of({"min_face_size": "abc"}) == "data.source.cropper.min_face_size must be an integer >= 8, got 'abc'"
     assert error_of({"detect_side": 3}) == ("data.source.cropper.detect_side must be 0 or null (full size) "
                                             "or an integer >= 64, got 3")
     # a message that is not about one of the target's arguments, or already has its path, stays as it is
-    outside = ConfigError("OpenCV has no CascadeClassifier")
+    outside = ConfigError("the model's faces were cut by an earlier face pipeline")
     assert with_config_path(outside, RuntimeError()) is outside
     assert str(with_config_path(ConfigError("data.root /x is not a folder"), RuntimeError())) == "data.root /x is not a folder"
 

@@ -170,7 +170,7 @@ def test_cv_runs_every_fold_the_data_has_warns_on_fewer_and_refuses_more(tmp_pat
     root.mkdir()
     for person in range(1, 5):
         Image.fromarray(draw_face(64, 40, seed=person)).save(root / f"00{person}A{10 + person}.JPG")
-    data = ["data=fgnet", f"data.root={root}", "faces@data.source.cropper=aligned", "data.source.workers=1",
+    data = ["data=fgnet", f"data.root={root}", "data.source.cropper.min_face_size=32", "data.source.workers=1",
             "+data.source.progress=false"]
 
     summary = cross_validate(compose_config(tmp_path / "all", data, config_name="cv"))  # folds left out

@@ -26,7 +26,8 @@ from test_faces import draw_face
 REPO = Path(__file__).resolve().parents[1]
 # TINY without its synth-only keys; one epoch, batches of 8, cropping in this process.
 SMALL = [o for o in TINY if not o.startswith(("data.source.", "data.batch_size", "trainer.max_epochs"))] + [
-    "trainer.max_epochs=1", "data.batch_size=8", "data.source.workers=1", "+data.source.progress=false"]
+    "trainer.max_epochs=1", "data.batch_size=8", "data.source.workers=1", "+data.source.progress=false",
+    "data.source.cropper.min_face_size=32"]  # the drawn faces are small
 ADIENCE_HEADER = ("user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\t"
                   "fiducial_score")
 ADIENCE_AGES = ["(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)", "35",
@@ -58,7 +59,7 @@ def save(path: Path, content) -> None:
         Image.fromarray(content).save(path, quality=95)
 
 
-FLAT = np.full((64, 64, 3), 120, np.uint8)  # no detail at all: too_blurry
+FLAT = np.full((64, 64, 3), 120, np.uint8)  # no detail at all: no_face
 
 
 def write_adience(root: Path) -> dict[int, set[str]]:
@@ -84,8 +85,8 @@ def write_adience(root: Path) -> dict[int, set[str]]:
                 row("user20", 90, "None", content=draw_face(64, 40)),  # age_none
                 "user20\t91.jpg\t91",  # bad_row: too few fields
                 row("user20", 92, "(25, 32)"),  # missing_file: no image
-                row("user21", 93, "(25, 32)", content=draw_face(20, 12)),  # too_small (20 px < 32)
-                row("user21", 94, "(25, 32)", content=FLAT),  # too_blurry
+                row("user21", 93, "(25, 32)", content=draw_face(20, 12)),  # no_face (a 12 px face, below min_face_size)
+                row("user21", 94, "(25, 32)", content=FLAT),  # no_face
                 row("user21", 95, "(25, 32)", content=b"not a jpeg"),  # unreadable
             ]
         (root / f"fold_{fold}_data.txt").write_text("\n".join(lines) + "\n")
@@ -116,7 +117,7 @@ def test_adience_trains_on_four_folds_and_tests_on_the_chosen_one(tmp_path, caps
     assert counts.pop("data/split/test") == 6  # fold 2's good faces only
     assert counts.pop("data/split/train") + counts.pop("data/split/val") == 24
     assert counts == {"data/kept": 30, "data/dropped/age_none": 1, "data/dropped/bad_row": 1,
-                      "data/dropped/missing_file": 1, "data/dropped/too_small": 1, "data/dropped/too_blurry": 1,
+                      "data/dropped/missing_file": 1, "data/dropped/no_face": 2,
                       "data/dropped/unreadable": 1}
 
     for fold in (0, 2, 4):  # the same cache, another test fold
@@ -136,7 +137,7 @@ def test_groups_only_stop_an_age_head_before_the_first_epoch(tmp_path):
         save(root / f"f{i:02d}.jpg", draw_face(seed=i))
     pd.DataFrame({"path": [f"f{i:02d}.jpg" for i in range(12)], "group": [i % 8 for i in range(12)]}).to_csv(
         root / "labels.csv", index=False)
-    overrides = [*SMALL, "data=csv", f"data.root={root}", "faces@data.source.cropper=aligned",
+    overrides = [*SMALL, "data=csv", f"data.root={root}",
                  "data/split@data.source.split=random"]
     with pytest.raises(ConfigError, match="^the head learns from ages and none of the"):
         train(compose_config(tmp_path, overrides))
@@ -183,7 +184,7 @@ def test_utkface_chips_by_file_name_with_a_random_split(tmp_path):
         save(root / f"{age}_{i % 2}_{i % 5}_2017011617452{i:03d}.jpg.chip.jpg", draw_face(64, 44, seed=i))
     save(root / "25_0_20170116174525999.jpg.chip.jpg", draw_face(64, 44))  # race missing: bad_filename
     save(root / "130_1_0_20170116174525998.jpg.chip.jpg", draw_face(64, 44))  # age > 120: bad_filename
-    save(root / "40_1_2_20170116174525997.jpg.chip.jpg", FLAT)  # too_blurry
+    save(root / "40_1_2_20170116174525997.jpg.chip.jpg", FLAT)  # no_face
 
     metrics = train(compose_config(tmp_path, [*SMALL, "data=utkface", f"data.root={root}", "head=multitask"]))
     assert np.isfinite(metrics["test/mae"])
@@ -194,14 +195,14 @@ def test_utkface_chips_by_file_name_with_a_random_split(tmp_path):
     races = {k.removeprefix("test/mae_race_") for k in metrics if k.startswith("test/mae_race_")}
     assert races and races <= {"white", "black", "asian", "indian", "other"}
     counts = data_counts(run_metrics(tmp_path))
-    assert counts == {"data/kept": 16, "data/dropped/bad_filename": 2, "data/dropped/too_blurry": 1,
+    assert counts == {"data/kept": 16, "data/dropped/bad_filename": 2, "data/dropped/no_face": 1,
                       "data/split/train": 12, "data/split/val": 1, "data/split/test": 3}  # random 20% / 10%
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("agelab").experiment_id])
     dropped = pd.read_csv(client.download_artifacts(run.info.run_id, "data/dropped.csv", str(tmp_path / "dl")))
     assert dropped.values.tolist() == [[str(root / "130_1_0_20170116174525998.jpg.chip.jpg"), "bad_filename"],
                                        [str(root / "25_0_20170116174525999.jpg.chip.jpg"), "bad_filename"],
-                                       [str(root / "40_1_2_20170116174525997.jpg.chip.jpg"), "too_blurry"]]
+                                       [str(root / "40_1_2_20170116174525997.jpg.chip.jpg"), "no_face"]]
 
 
 def read_and_split(tmp_path: Path, overrides: list[str]):

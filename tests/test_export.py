@@ -181,7 +181,9 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
     searched = AgePredictor(backend, make_cropper(backend.face_settings, {"detect_side": 1280}))
     rows = predict_photo(searched, big, "big", None)[0]
     answer = served.predict(pd.DataFrame({"image": [text(big.read_bytes())]}))
-    assert [r["x2"] for r in rows] == list(answer["x2"]) and max(answer["x2"]) > 1280
+    scale = 2000 / read_image(photo)[0].shape[1]  # boxes in the big photo's pixels
+    assert [r["x2"] for r in rows] == list(answer["x2"])
+    assert answer["x2"].iloc[0] == pytest.approx(expected[0].box[2] * scale, rel=0.1)
     # A photo whose prediction fails is an error row; the other photos keep their answers.
     model = served.unwrap_python_model()
     model.predictor.backend.run, working = (lambda batch: 1 / 0), model.predictor.backend.run

@@ -133,7 +133,7 @@ def test_predictions_are_the_module_on_the_face_cropper_crop(trained):
     np.testing.assert_allclose([f.age for f in faces], expected["age"].numpy(), atol=1e-4)
     np.testing.assert_allclose([f.std for f in faces], expected["std"].numpy(), atol=1e-4)
     # The check can tell crops apart: another crop of the same faces predicts other ages.
-    wider, _ = predictor_for(trained.backend, enlarge=1.5).faces(image)
+    wider, _ = AgePredictor(trained.backend, FaceCropper(**{**settings, "eye_distance": 0.25})).faces(image)
     assert max(abs(a.age - b.age) for a, b in zip(faces, wider)) > 0.1
     # The torch-free preprocessing of the ONNX path is the checkpoint's eval transform.
     np.testing.assert_allclose(eval_batch([c.crop for c in crops], 64), batch.numpy(), atol=1e-6)
@@ -394,8 +394,8 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
         "^onnx: no model at /no/model.onnx$": config(f"input={photo}", "onnx=/no/model.onnx"),
         "^video.every must be a positive integer, got 0$": config(f"input={photo}", model, "video.every=0"),
         "^video.codec must be one of mp4v, MJPG": config(f"input={photo}", model, "video.codec=H264"),
-        "^faces.scale_factor must be a number above 1, got 1.0$": config(f"input={photo}", model, "faces.scale_factor=1.0"),
-        "^faces.min_face_size must be an integer >= 0, got 'abc'$": config(f"input={photo}", model, "faces.min_face_size=abc"),
+        "^faces.detect_side must be 0 or null .*, got 10$": config(f"input={photo}", model, "faces.detect_side=10"),
+        "^faces.min_face_size must be an integer >= 8, got 'abc'$": config(f"input={photo}", model, "faces.min_face_size=abc"),
         "^faces.output_size: not a face setting": config(f"input={photo}", model, "+faces.output_size=99"),
         "^input_size applies to ONNX models only": config(f"input={photo}", model, "input_size=64"),
         "^out_dir: cannot create /proc/no/such": config(f"input={photo}", model, "out_dir=/proc/no/such"),

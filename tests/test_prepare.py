@@ -26,9 +26,9 @@ from agelab.errors import DataError
 from conftest import compose_config
 from test_faces import draw_face
 
-CROPPER = FaceCropper(output_size=48, min_sharpness=60.0)
+CROPPER = FaceCropper(output_size=48, min_sharpness=60.0, min_face_size=40)
 real_crop_shard = engine.crop_shard
-EXPECTED_DROPS = {"unreadable": 3, "no_face": 2, "too_small": 1, "too_blurry": 1}
+EXPECTED_DROPS = {"unreadable": 3, "no_face": 3, "too_blurry": 1}
 
 
 def write_dataset(folder: Path) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def write_dataset(folder: Path) -> pd.DataFrame:
         ("empty.jpg", b""),
         ("noise.png", np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)),
         ("text.jpg", b"no pixels here"),
-        ("tiny.png", draw_face(120, 20)),  # a ~25 px face
+        ("tiny.png", draw_face(120, 20)),  # a ~25 px face: below min_face_size, not searched for
         ("missing.jpg", None),
         ("blurred.png", draw_face(160, 70, blur=3.0)),
     ])
@@ -75,7 +75,7 @@ def test_round_trip_gives_the_croppers_faces_and_counts_drops(dataset, tmp_path)
     assert list(records.index) == list(range(14))
     assert records["path"].map(is_face).all()
     np.testing.assert_array_equal(dataset.loc[records["source_index"], "path"], records["path"])
-    assert {"age", "group", "subject", "face_x1", "face_y2", "detect_score", "aligned"} <= set(records.columns)
+    assert {"age", "group", "subject", "face_x1", "face_y2", "detect_score"} <= set(records.columns)
     assert result.images.shape == (14, 48, 48, 3) and result.images.dtype == np.uint8
     for i, row in records.iterrows():
         face, reason = CROPPER.largest(read_image(row["path"])[0])
@@ -88,7 +88,7 @@ def test_round_trip_gives_the_croppers_faces_and_counts_drops(dataset, tmp_path)
     assert list(stored["source_index"]) == list(records["source_index"])
     assert json.loads((folder / "dropped.json").read_text()) == EXPECTED_DROPS
     bad = dataset[~dataset["path"].map(is_face)]["path"].tolist()  # in dataset order, as they were cropped
-    reasons = ["no_face", "unreadable", "no_face", "unreadable", "too_small", "unreadable", "too_blurry"]
+    reasons = ["no_face", "unreadable", "no_face", "unreadable", "no_face", "unreadable", "too_blurry"]
     expected = pd.DataFrame({"path": bad, "reason": reasons})  # each dropped image named, with its reason
     pd.testing.assert_frame_equal(pd.read_csv(folder / "dropped_faces.csv"), expected)
     pd.testing.assert_frame_equal(result.drops, expected)
@@ -116,7 +116,7 @@ def test_a_second_run_reuses_the_cache_and_new_settings_rebuild(dataset, tmp_pat
     monkeypatch.undo()
     calls = []
     monkeypatch.setattr(engine, "crop_shard", lambda *a: (calls.append(1), real_crop_shard(*a))[1])
-    bigger = FaceCropper(output_size=32, min_sharpness=60.0)
+    bigger = FaceCropper(output_size=32, min_sharpness=60.0, min_face_size=40)
     rebuilt = prepare_cache(dataset, tmp_path, bigger, workers=1, progress=False)
     assert not rebuilt.reused and calls and rebuilt.images.shape[1:] == (32, 32, 3)
     fewer = prepare_cache(dataset.iloc[:9], tmp_path, bigger, workers=1, progress=False)
@@ -246,7 +246,8 @@ def test_prepare_command_builds_the_cache_and_logs_counts(dataset, tmp_path, mon
         cfg.data.source = OmegaConf.create({
             "_target_": "agelab.data.prepared.PreparedSource", "name": "toy", "cache_dir": str(tmp_path / "cache"),
             "reader": {"_target_": "toy_reader.read", "_partial_": True, "root": "${data.root}"},
-            "cropper": {"_target_": "agelab.data.faces.FaceCropper", "output_size": 48, "min_sharpness": 60.0},
+            "cropper": {"_target_": "agelab.data.faces.FaceCropper", "output_size": 48, "min_sharpness": 60.0,
+                        "min_face_size": 40},
             "split": {"_target_": "test_prepare.half_split", "_partial_": True},
             "workers": 1, "progress": False})
     log_file = logging.FileHandler(tmp_path / "prepare.log")  # as Hydra's job logging adds one
@@ -258,7 +259,7 @@ def test_prepare_command_builds_the_cache_and_logs_counts(dataset, tmp_path, mon
         log_file.close()
     assert counts == {"kept": 14, **{f"dropped/{k}": v for k, v in {**EXPECTED_DROPS, "bad_age": 2}.items()}}
     written = (tmp_path / "prepare.log").read_text()  # the console's table, as lines, in the run's log file
-    assert "toy: kept 14 of 23\n  dropped unreadable       3\n" in written and "  dropped bad_age          2" in written
+    assert "toy: kept 14 of 23\n  dropped no_face          3\n" in written and "  dropped bad_age          2" in written
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("agelab-prepare").experiment_id])
@@ -272,11 +273,10 @@ def test_prepare_command_builds_the_cache_and_logs_counts(dataset, tmp_path, mon
 def test_faces_configs_compose(tmp_path):
     from hydra.utils import instantiate
 
-    cfg = compose_config(tmp_path, ["+faces@data.source.cropper=aligned"])
+    cfg = compose_config(tmp_path, ["data=utkface", "data.root=x"])
     cropper = instantiate(cfg.data.source.cropper)
-    assert isinstance(cropper, FaceCropper)
-    assert cropper.detect is False and cropper.align is False and cropper.enlarge == 1.3714  # 1.2 / 0.875
-    assert cropper.output_size == 73
+    assert isinstance(cropper, FaceCropper)  # chips are framed as photos are: conf/faces/default.yaml
+    assert cropper == FaceCropper(output_size=73)  # crop_margin(64)
 
 
 def utkface_with_two_bad_files(root: Path) -> tuple[Path, Path]:
@@ -299,6 +299,7 @@ def test_dropped_csv_names_each_dropped_file_and_is_logged(tmp_path):
 
     corrupt, badly_named = utkface_with_two_bad_files(tmp_path / "UTKFace")
     cfg = compose_config(tmp_path, ["data=utkface", f"data.root={tmp_path / 'UTKFace'}", "data.source.workers=1",
+                                    "data.source.cropper.min_face_size=32",
                                     "+data.source.progress=false"], config_name="prepare")
     counts = prepare(cfg)
     assert counts == {"kept": 8, "dropped/bad_filename": 1, "dropped/unreadable": 1}

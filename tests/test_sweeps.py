@@ -41,6 +41,8 @@ EXPECTED = {
     "smlf_synth": ("smlf", "dex", "synth", "adamw", "SMLFNet"),
     "smlf_small_synth": ("smlf_small", "dex", "synth", "adamw", "SMLFNetSmall"),
     "baselines_synth": ("shufflenet", "dex", "synth", "adamw", "ShuffleNetV2"),
+    "utkface": ("smlf_small", "dldl", "utkface", "adamw", "SMLFNetSmall"),
+    "utkface_smlf": ("smlf", "dldl", "utkface", "adamw", "SMLFNet"),
 }
 
 

@@ -91,7 +91,8 @@ def test_layout_drops_reach_the_counts_dropped_csv_and_mlflow(tmp_path):
     for i, name in enumerate(names):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(draw_face(64, 44, seed=i)).save(root / name, "JPEG")
-    overrides = ["data=utkface", f"data.root={root}", "data.source.workers=1", "+data.source.progress=false"]
+    overrides = ["data=utkface", f"data.root={root}", "data.source.workers=1", "+data.source.progress=false",
+                 "data.source.cropper.min_face_size=32"]
     counts = prepare(compose_config(tmp_path, overrides, config_name="prepare"))
     assert counts == {"kept": 5, "dropped/duplicate": 2, "dropped/not_a_chip": 2}
     expected = pd.DataFrame({"path": [str(root / n) for n in DOWNLOAD[:2] + DOWNLOAD[3:5]],
