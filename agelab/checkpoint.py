@@ -74,7 +74,9 @@ def trained_state(checkpoint: dict, path: str | Path) -> dict:
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: checkpoint has no state_dict")
-    return {k.replace("model._orig_mod.", "model.", 1): v for k, v in state.items()}
+    state = {k.replace("model._orig_mod.", "model.", 1): v for k, v in state.items()}
+    state.setdefault("head.spread_scale", torch.ones(()))  # trained before the spread was calibrated
+    return state
 
 
 def eval_transform(cfg: DictConfig):

@@ -15,6 +15,7 @@ updates read their inputs back to the host).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import nn
@@ -27,6 +28,15 @@ from agelab.groups import GROUP_BOUNDS, NUM_GROUPS
 BAND_EDGES = (10, 20, 30, 40, 50, 60, 70)
 BAND_NAMES = tuple(f"{lo}-{lo + 9}" for lo in (0, *BAND_EDGES[:-1])) + (f"{BAND_EDGES[-1]}plus",)
 GENDER_NAMES = tuple(GENDER_CODES)  # ("f", "m"): batch["gender"] 0 female, 1 male, -1 unknown
+# Multiples k of the predicted spread (std) for the coverage curve: 0.05, 0.10, ..., 4.00.
+SPREAD_MULTIPLES = tuple(round(0.05 * i, 2) for i in range(1, 81))
+ONE_STD = SPREAD_MULTIPLES.index(1.0)
+NOMINAL_COVERAGE = math.erf(1 / math.sqrt(2))  # 0.6827: a normal error within one standard deviation
+
+
+def expected_coverage(k: float) -> float:
+    """Share of a normal error within k standard deviations: what ``± k std`` promises."""
+    return math.erf(k / math.sqrt(2))
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,6 +83,41 @@ class CumulativeScore(Metric):
     def compute(self) -> torch.Tensor:
         """The whole curve: element theta is CS(theta)."""
         return (self.hits / self.total.clamp_min(1)).float()
+
+
+class SpreadCoverage(Metric):
+    """Coverage of the predicted spread: the share of faces whose true age lies within k predicted
+    standard deviations of the predicted age, for each k in SPREAD_MULTIPLES."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("hits", default=torch.zeros(len(SPREAD_MULTIPLES), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, abs_error: torch.Tensor, std: torch.Tensor, known: torch.Tensor) -> None:
+        valid = known & torch.isfinite(std)
+        weight = valid.double()
+        ks = _constant(SPREAD_MULTIPLES, abs_error.device, torch.float64)
+        inside = abs_error.double()[:, None] <= torch.where(valid, std.double(), torch.zeros_like(weight))[:, None] * ks
+        self.hits += (inside * weight[:, None]).sum(0)
+        self.total += weight.sum()
+
+    def compute(self) -> torch.Tensor:
+        """The curve: element i is the observed coverage at SPREAD_MULTIPLES[i] standard deviations."""
+        return (self.hits / self.total.clamp_min(1)).float()
+
+
+def spread_multiple(curve: torch.Tensor, share: float = NOMINAL_COVERAGE) -> float:
+    """The multiple of the predicted std within which ``share`` of the true ages lie, read off a
+    coverage curve (linear between its points; its last multiple when even that covers less)."""
+    ks, observed = [0.0, *SPREAD_MULTIPLES], [0.0, *curve.tolist()]
+    for i in range(1, len(ks)):
+        if observed[i] >= share:
+            step = observed[i] - observed[i - 1]
+            return ks[i - 1] + (ks[i] - ks[i - 1]) * ((share - observed[i - 1]) / step if step > 0 else 1.0)
+    return ks[-1]
 
 
 class GroupedAbsoluteError(Metric):
@@ -152,8 +197,9 @@ class AgeMetrics(nn.Module):
     ``compute()`` returns only what the data allowed (keys with no faces behind them are left out):
     scalars ``mae``, ``cs5``, ``mae_age_<band>``, ``mae_gender_<f|m>``, ``mae_race_<name>`` (RACE_NAMES),
     ``n_age`` and the faces behind each breakdown (``n_age_<band>``, ``n_gender_<f|m>``, ``n_race_<name>``),
-    ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``; and
-    ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
+    ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``,
+    ``spread_coverage`` (the share of true ages within ± one predicted std; 0.68 when the spread is
+    calibrated); and ``spread_curve`` (that share at each of SPREAD_MULTIPLES), ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
     ``confusion_normalized`` (rows sum to 1). ``breakdowns=False`` leaves out the MAE by age band, gender
     and race (and their counts).
     """
@@ -163,6 +209,7 @@ class AgeMetrics(nn.Module):
         self.breakdowns = breakdowns  # MAE by age band, gender, race (off: a few kernels less per batch)
         self.abs_error = GroupedAbsoluteError(1)  # overall MAE (with the count of known ages)
         self.cs = CumulativeScore(max_theta)
+        self.spread = SpreadCoverage()
         self.by_band = GroupedAbsoluteError(len(BAND_NAMES))
         self.by_gender = GroupedAbsoluteError(len(GENDER_NAMES))
         self.by_race = GroupedAbsoluteError(len(RACE_NAMES))
@@ -180,6 +227,8 @@ class AgeMetrics(nn.Module):
             error = (pred_age - age).abs()
             self.abs_error.update(error, torch.zeros_like(age, dtype=torch.long), known)
             self.cs.update(pred_age, age, known)
+            if decoded.get("std") is not None:
+                self.spread.update(error, decoded["std"].detach().float(), known)
             if self.breakdowns:
                 bands = torch.bucketize(age, _constant(BAND_EDGES, age.device, age.dtype), right=True)
                 self.by_band.update(error, bands, known)
@@ -211,6 +260,9 @@ class AgeMetrics(nn.Module):
             out["mae"] = mae.float()
             out["cs_curve"] = self.cs.compute()
             out["cs5"] = out["cs_curve"][min(5, len(out["cs_curve"]) - 1)]
+            if self.spread.update_count and self.spread.total > 0:
+                out["spread_curve"] = self.spread.compute()
+                out["spread_coverage"] = out["spread_curve"][ONE_STD]
             for prefix, metric, names in (("mae_age", self.by_band, BAND_NAMES),
                                           ("mae_gender", self.by_gender, GENDER_NAMES),
                                           ("mae_race", self.by_race, RACE_NAMES)):
@@ -237,6 +289,6 @@ class AgeMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
-        for metric in (self.abs_error, self.cs, self.by_band, self.by_gender, self.by_race, self.confusion,
+        for metric in (self.abs_error, self.cs, self.spread, self.by_band, self.by_gender, self.by_race, self.confusion,
                        self.gender_confusion):
             metric.reset()

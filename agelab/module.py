@@ -32,7 +32,7 @@ from agelab.errors import AgelabError, ConfigError, require_int
 from agelab.groups import NUM_GROUPS
 from agelab.heads.base import Head
 from agelab.heads.ce import group_targets
-from agelab.metrics import AgeMetrics
+from agelab.metrics import AgeMetrics, spread_multiple
 from agelab.models.summary import blank_face
 
 STAGES = ("train", "val", "test")
@@ -199,6 +199,11 @@ class AgeModule(pl.LightningModule):
         if self.skip_nonfinite_loss:
             self.log(f"{stage}/skipped_batches", float(self.skipped_batches[stage]))
         self.skipped_batches[stage] = 0
+        if stage == "val" and "spread_curve" in values and not self.trainer.sanity_checking:
+            # Calibrate the spread on this epoch's validation faces: the checkpoint saved after it
+            # then says ± one std where 68 % of true ages lie (read once per epoch: one device sync).
+            self.head.spread_scale.mul_(spread_multiple(values["spread_curve"].cpu()))
+            self.log("val/spread_scale", self.head.spread_scale.float())
         if stage == "test":
             for name, value in values.items():  # the detail (bands, gender, precision...) once, at test
                 if value.numel() == 1 and name not in LOGGED_EVERY_EPOCH:

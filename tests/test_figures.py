@@ -36,7 +36,7 @@ SMALL_RUN = [*TINY, "data.source.train_size=256", "data.source.val_size=64", "da
 TEST_SIZE = 96
 TRAINING_FIGURES = {"figures/cs_curve.png", "figures/confusion_matrix.png", "figures/confusion_matrix_normalized.png",
                     "figures/mae_by_age.png", "figures/mae_by_gender.png", "figures/learning_curves.png",
-                    "figures/worst_predictions.png"}
+                    "figures/worst_predictions.png", "figures/spread_reliability.png"}
 
 
 def trained_run(tmp_path_factory) -> SimpleNamespace:
@@ -60,6 +60,16 @@ def trained(tmp_path_factory):
 
 def download(trained, artifact: str) -> Path:
     return Path(trained.client.download_artifacts(trained.run_id, artifact, str(trained.root / "downloads")))
+
+
+def test_training_calibrates_the_spread_on_validation_and_tests_its_coverage(trained):
+    metrics = trained.run.data.metrics
+    assert metrics["val/spread_scale"] > 0 and metrics["val/spread_scale"] != 1.0
+    assert 0 <= metrics["test/spread_coverage"] <= 1
+    from agelab.checkpoint import load_module
+
+    module, _ = load_module(trained.ckpt)  # the checkpoint carries the scale its validation set
+    assert module.head.spread_scale.item() != 1.0
 
 
 def test_a_training_run_logs_every_figure_as_a_real_png(trained):

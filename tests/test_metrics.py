@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from agelab.groups import age_to_group
-from agelab.metrics import AgeMetrics, CumulativeScore, ages_to_groups, gender_tensor
+from agelab.metrics import (NOMINAL_COVERAGE, SPREAD_MULTIPLES, AgeMetrics, CumulativeScore, ages_to_groups,
+                            gender_tensor, spread_multiple)
 
 NAN = float("nan")
 TARGETS = [0, 1, 2, 3, 4, 5, 6, 7, 4, 4]
@@ -97,6 +98,28 @@ def test_gender_accuracy_for_multitask_predictions():
 def test_gender_codes_from_tensors_and_strings():
     assert gender_tensor(torch.tensor([0, 1, -1, 5])).tolist() == [0, 1, -1, -1]
     assert gender_tensor(["f", "M", "", None]).tolist() == [0, 1, -1, -1]
+
+
+def test_spread_coverage_counts_true_ages_within_k_std_and_reads_the_calibrating_multiple():
+    metrics = AgeMetrics()
+    # errors 0, 1, 2, 3 and 4 years against a spread of 2 years (one age unknown, one spread NaN: left out)
+    decoded = {"age": torch.tensor([30.0, 31, 32, 33, 34, 50, 60]), "std": torch.tensor([2.0, 2, 2, 2, 2, 2, NAN])}
+    metrics.update(decoded, {"age": torch.tensor([30.0, 30, 30, 30, 30, NAN, 60])})
+    out = metrics.compute()
+    curve = dict(zip(SPREAD_MULTIPLES, out["spread_curve"].tolist()))
+    assert out["spread_coverage"].item() == pytest.approx(0.6) == curve[1.0]  # within 2 years: 0, 1, 2
+    assert curve[0.5] == pytest.approx(0.4) and curve[2.0] == pytest.approx(1.0) and curve[0.05] == pytest.approx(0.2)
+    # 68.27 % is first reached at k = 1.5 (80 %; 60 % at 1.45): read linearly between those two points
+    assert spread_multiple(out["spread_curve"]) == pytest.approx(1.45 + 0.05 * (NOMINAL_COVERAGE - 0.6) / 0.2)
+    # Normal errors with the spread they were drawn with cover 68 % at one std: the multiple is ~1.
+    gen = torch.Generator().manual_seed(0)
+    std = torch.rand(20000, generator=gen) * 8 + 1
+    truth = torch.randn(20000, generator=gen) * std + 40
+    normal = AgeMetrics()
+    normal.update({"age": torch.full((20000,), 40.0), "std": std}, {"age": truth})
+    calibrated = normal.compute()
+    assert calibrated["spread_coverage"].item() == pytest.approx(NOMINAL_COVERAGE, abs=0.01)
+    assert spread_multiple(calibrated["spread_curve"]) == pytest.approx(1.0, abs=0.03)
 
 
 def test_cumulative_score_alone_keeps_its_interface():

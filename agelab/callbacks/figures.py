@@ -17,6 +17,7 @@ from mlflow.entities import Metric  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 
 from agelab.callbacks.mlflow_utils import mlflow_run  # noqa: E402
+from agelab.metrics import SPREAD_MULTIPLES, expected_coverage  # noqa: E402
 
 
 PANEL_TITLES = {"loss": "loss", "mae": "MAE (years)", "cs5": "CS(5)", "acc": "exact group accuracy",
@@ -43,6 +44,21 @@ def cs_curve_figure(curve, title: str = "Cumulative score"):
     ax.plot(thetas, [100 * float(v) for v in curve], marker="o")
     ax.set(xlabel="error level θ (years)", ylabel="CS(θ) %", title=title, ylim=(0, 100), xlim=(0, thetas[-1]))
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def spread_reliability_figure(curve, title: str = "Spread reliability"):
+    """Observed share of true ages within ± k predicted std against the share a normal error promises."""
+    ks = np.asarray(SPREAD_MULTIPLES)
+    expected = [100 * expected_coverage(k) for k in ks]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    ax.plot(expected, expected, color="grey", linestyle="--", label="calibrated")
+    ax.plot(expected, [100 * float(v) for v in curve], marker=".", label="observed")
+    ax.set(xlabel="expected coverage % (± k std, normal error)", ylabel="observed coverage %", title=title,
+           xlim=(0, 100), ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -132,6 +148,16 @@ def image_grid_figure(images: Sequence[np.ndarray], captions: Sequence[str], col
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))  # the title keeps its own strip on top
     return fig
+
+
+class SpreadReliabilityFigure(pl.Callback):
+    """After testing: ``figures/spread_reliability.png``, the test faces' observed coverage of ± k
+    predicted std against the expected one (a head without a spread draws nothing)."""
+
+    def on_test_end(self, trainer, pl_module):
+        curve = getattr(pl_module, "test_results", {}).get("spread_curve")
+        if mlflow_run(trainer)[0] is not None and curve is not None and trainer.is_global_zero:
+            log_figure(trainer, spread_reliability_figure(curve), "figures/spread_reliability.png")
 
 
 class CSCurveFigure(pl.Callback):

@@ -47,7 +47,7 @@ class GroupCEHead(Head):
                                      label_smoothing=self.label_smoothing)
         return masked_mean(per_sample, known, sample_weights(batch, logits))
 
-    def decode(self, logits):
+    def _decode(self, logits):
         probs = logits.float().softmax(dim=1)
         age = probs @ self.centres
         var = probs @ self.centres.square() - age.square()

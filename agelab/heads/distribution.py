@@ -17,7 +17,7 @@ class AgeDistributionHead(AgeHead):
         super().__init__(in_features, max_age + 1, max_age)
         self.register_buffer("ages", torch.arange(max_age + 1, dtype=torch.float32), persistent=False)
 
-    def decode(self, logits):
+    def _decode(self, logits):
         probs = logits.float().softmax(dim=1)
         mean = probs @ self.ages
         var = probs @ self.ages.square() - mean.square()

@@ -41,7 +41,7 @@ class MultiTaskHead(Head):
         per_sample = F.cross_entropy(logits[:, -2:].float(), gender.clamp_min(0), reduction="none")
         return loss + self.gender_weight * masked_mean(per_sample, known, sample_weights(batch, logits))
 
-    def decode(self, logits):
+    def _decode(self, logits):
         out = self.age_head.decode(logits[:, :-2])
         p_male = logits[:, -2:].float().softmax(dim=1)[:, 1]
         out.update(gender=(p_male > 0.5).long(), p_male=p_male)

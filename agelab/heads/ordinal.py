@@ -75,7 +75,7 @@ class CoralHead(_OrdinalHead):
         per_sample = binary_cross_entropy_terms(logits.float(), labels).sum(1)
         return masked_mean(per_sample, known, sample_weights(batch, logits))
 
-    def decode(self, logits):
+    def _decode(self, logits):
         return decode_exceedance(logits.float().sigmoid(), self.prediction)
 
 
@@ -99,5 +99,5 @@ class CornHead(_OrdinalHead):
         per_sample = torch.where(known, terms.sum(1), torch.zeros_like(weight))
         return (per_sample * weight).sum() / (asked.sum(1) * weight).sum().clamp_min(1e-12)
 
-    def decode(self, logits):
+    def _decode(self, logits):
         return decode_exceedance(logits.float().sigmoid().cumprod(dim=1), self.prediction)

@@ -42,7 +42,7 @@ class RegressionHead(AgeHead):
             per_sample = F.gaussian_nll_loss(pred, target, logits[:, 1].exp(), reduction="none", eps=1e-6)
         return masked_mean(per_sample, known, sample_weights(batch, logits))
 
-    def decode(self, logits):
+    def _decode(self, logits):
         logits = logits.float()
         age = (logits[:, 0] * self.max_age).clamp(0, self.max_age)
         if self.loss_name == "gaussian_nll":
