@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from agelab.data.faces import FaceCropper
+from agelab.data.readers.table import EXTRA_SET
 from agelab.data.prepare_cache import (
     DROP_COLUMNS, PrepareResult, cache_key, drop_summary, prepare_cache, write_drops,
 )
@@ -105,11 +106,13 @@ class PreparedSource:
         if self._prepared is None:
             self.prepare()
         images, records = self._prepared.images, self._prepared.records
-        split = self.split(records)
+        extra = records[EXTRA_SET].notna() if EXTRA_SET in records else pd.Series(False, index=records.index)
+        split = self.split(records[~extra])  # faces of extra sets train only: val and test stay the dataset's
         if not isinstance(split, pd.DataFrame) or "split" not in split:
             raise ConfigError("data.source.split must return the records with a 'split' column")
         if len(split) and (split.index.min() < 0 or split.index.max() >= len(images)):
             raise ConfigError("data.source.split changed the records index (it must stay the cache's image row)")
+        split = pd.concat([split, records[extra].assign(split="train")])
         if self.balance is not None:
             train = split[split["split"] == "train"]
             if len(train) == 0:

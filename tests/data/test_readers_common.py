@@ -43,7 +43,7 @@ def test_a_reader_or_split_keyword_its_function_does_not_take_is_one_line(tmp_pa
 
     from conftest import compose_config
 
-    for key, message in (("reader", "data.source.reader: read_utkface takes no foo (it takes root)"),
+    for key, message in (("reader", "data.source.reader: read_utkface takes no foo (it takes root, extra_dirs)"),
                          ("split", "data.source.split: random_split takes no foo (it takes records,")):
         cfg = compose_config(tmp_path, ["data=utkface", f"data.root={tmp_path}", f"+data.source.{key}.foo=1"])
         with pytest.raises(ConfigError) as raised:  # before anything is read or built

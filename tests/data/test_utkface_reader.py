@@ -118,3 +118,23 @@ def test_missing_or_empty_root(tmp_path):
         read_utkface(tmp_path / "UTKFace")
     with pytest.raises(DataError, match="age_gender_race"):
         read_utkface(tmp_path)
+
+
+def test_extra_sets_train_only_and_leave_the_datasets_own_split_as_it_was(tmp_path):
+    root, extra = tmp_path / "UTKFace", tmp_path / "asian"
+    root.mkdir()
+    extra.mkdir()
+    for i in range(12):
+        Image.fromarray(draw_face(120, 80, seed=i)).save(root / f"{20 + i}_0_2_2017010914240{i:04d}.jpg.chip.jpg")
+    for i in range(5):
+        Image.fromarray(draw_face(120, 80, seed=50 + i)).save(extra / f"a{i}.jpg")
+    pd.DataFrame({"path": [f"a{i}.jpg" for i in range(5)], "age": [30] * 5, "subject": list("vwxyz")}).to_csv(
+        extra / "labels.csv", index=False)
+    base = ["data=utkface", f"data.root={root}", "data.source.workers=1", "+data.source.progress=false",
+            "data.source.cropper.min_face_size=32"]
+    _, alone = instantiate(compose_config(tmp_path, base).data.source).load()
+    _, merged = instantiate(compose_config(tmp_path, [*base, f"data.source.reader.extra_dirs=[{extra}]"]).data.source).load()
+    added = merged[merged["extra_set"].notna()]
+    assert len(added) == 5 and set(added["split"]) == {"train"} and set(added["extra_set"]) == {"asian"}
+    own = merged[merged["extra_set"].isna()]
+    assert dict(zip(own["path"], own["split"])) == dict(zip(alone["path"], alone["split"]))

@@ -30,7 +30,8 @@ name is empty). ``source`` says which file a row came from.
 
 ``extra_dirs``: more faces (e.g. an Asian set) to merge in, each a CSV file or a folder holding
 ``labels.csv``, in the agelab.data.readers.table format (path, age[, subject, gender]); their rows
-get ``source`` = the folder or file name and obey the same age range; their drop counts are added.
+get ``source`` = the folder or file name and obey the same age range; their drop counts are added,
+and they join the training split only (agelab.data.readers.table.read_extra_sets).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import pandas as pd
 import scipy.io
 
 from agelab.data.readers.base import ReadResult, dropped_at, finish, groups_of, require_dir
-from agelab.data.readers.table import read_table
+from agelab.data.readers.table import EXTRA_SET, read_extra_sets
 from agelab.errors import ConfigError, DataError
 
 SOURCES = ("imdb", "wiki")
@@ -194,23 +195,6 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
     return records, drops
 
 
-def read_extra(entry, min_age: float, max_age: float) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """One extra labelled set: a CSV file or a folder holding labels.csv."""
-    entry = Path(entry).expanduser()
-    if entry.is_dir():
-        result, source = read_table(entry, "labels.csv", name="imdb extra"), entry.name
-    elif entry.suffix.lower() == ".csv":
-        result, source = read_table(entry.parent, entry.name, name="imdb extra"), entry.stem
-    else:
-        raise DataError(f"imdb: extra set {entry} is neither a folder with labels.csv nor a .csv file")
-    records, drops = result.records, list(result.drops.itertuples(index=False, name=None))
-    out_of_range = records["age"].notna() & ~records["age"].between(min_age, max_age)
-    drops += dropped_at("age_out_of_range", out_of_range, records["path"])
-    records = records[~out_of_range].copy()
-    records["source"] = source
-    return records, drops
-
-
 def read_imdb(root, sources=SOURCES, min_face_score: float = 1.0, allow_second_face: bool = False,
               min_age: float = 0, max_age: float = 100, extra_dirs=(), full_images: bool = False) -> ReadResult:
     sources = [sources] if isinstance(sources, str) else list(sources)
@@ -225,9 +209,11 @@ def read_imdb(root, sources=SOURCES, min_face_score: float = 1.0, allow_second_f
         records, more = read_mat(root, source, min_face_score, allow_second_face, min_age, max_age, full_images)
         parts.append(records)
         drops += more
-    for entry in [extra_dirs] if isinstance(extra_dirs, str) else list(extra_dirs):
-        records, more = read_extra(entry, min_age, max_age)
-        parts.append(records)
-        drops += more
+    extra = read_extra_sets(extra_dirs, "imdb")
+    out_of_range = extra.records["age"].notna() & ~extra.records["age"].between(min_age, max_age)
+    drops += [*extra.drops.itertuples(index=False, name=None), *dropped_at("age_out_of_range", out_of_range,
+                                                                          extra.records["path"])]
+    if len(extra.records):
+        parts.append(extra.records[~out_of_range].assign(source=lambda r: r[EXTRA_SET]))
     records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return finish(records, drops, "imdb", root)

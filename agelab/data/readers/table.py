@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from agelab.data.readers.base import (
-    ReadResult, dropped_at, dropped_lines, finish, groups_of, read_csv_text, require_dir, require_file,
+    BASE_COLUMNS, ReadResult, dropped_at, dropped_lines, finish, groups_of, read_csv_text, require_dir, require_file,
 )
 from agelab.errors import DataError
 from agelab.groups import NUM_GROUPS
@@ -100,3 +100,26 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root, drops=()) -> R
     if "gender" in records:
         records["gender"] = records["gender"].str.strip().str.lower().map(_GENDERS)
     return finish(records, drops, name, root)
+
+
+EXTRA_SET = "extra_set"  # the column naming the extra set a row came from (empty for the dataset's own rows)
+
+
+def read_extra_sets(entries, name: str) -> ReadResult:
+    """More labelled faces to train on (``extra_dirs``, e.g. an Asian set beside IMDB-WIKI or UTKFace):
+    each entry a CSV file or a folder holding labels.csv, in this module's format. Their rows carry
+    ``extra_set`` (the folder or file name): they join the training split only (agelab.data.prepared),
+    so the dataset's own validation and test faces stay the same."""
+    parts, drops = [], []
+    for entry in [entries] if isinstance(entries, str) else list(entries or ()):
+        entry = Path(entry).expanduser()
+        if entry.is_dir():
+            result, label = read_table(entry, "labels.csv", name=f"{name} extra"), entry.name
+        elif entry.suffix.lower() == ".csv":
+            result, label = read_table(entry.parent, entry.name, name=f"{name} extra"), entry.stem
+        else:
+            raise DataError(f"{name}: extra set {entry} is neither a folder with labels.csv nor a .csv file")
+        parts.append(result.records.assign(**{EXTRA_SET: label}))
+        drops += list(result.drops.itertuples(index=False, name=None))
+    records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*BASE_COLUMNS, EXTRA_SET])
+    return finish(records, drops, f"{name} extra", entries)

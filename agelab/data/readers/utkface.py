@@ -10,8 +10,11 @@ both ``*.jpg.chip.jpg``), often beside the uncropped in-the-wild photos (``part1
 ``*.jpg``) of the same names. So that no photo lands on both sides of a split, and no uncropped photo
 is taken for a face: where any chip is present, the other images are dropped as ``not_a_chip``; then
 one file is kept per image name (the ``UTKFace/`` copy first) and the others are dropped as
-``duplicate``. A folder of in-the-wild photos alone is read as it is (crop it with
-``faces@data.source.cropper=default``).
+``duplicate``. A folder of in-the-wild photos alone is read as it is (its faces are found and framed
+like any photo's).
+
+``extra_dirs``: more labelled faces to train on (e.g. an Asian set), each a CSV file or a folder
+holding ``labels.csv`` (agelab.data.readers.table); they join the training split only.
 
 UTKFace has no identities; ``subject`` is the image name (the file name up to its first dot).
 Columns: path, age, group, subject, gender, race (the name: White, ...), race_id (0..4).
@@ -24,6 +27,7 @@ import re
 import pandas as pd
 
 from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, require_dir
+from agelab.data.readers.table import read_extra_sets
 from agelab.errors import DataError
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
@@ -31,7 +35,7 @@ _NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)$")
 CHIP = ".chip.jpg"
 
 
-def read_utkface(root) -> ReadResult:
+def read_utkface(root, extra_dirs=()) -> ReadResult:
     root = require_dir(root, "utkface")
     drops, rows, seen = [], [], set()
     paths = [p for p in root.rglob("*") if p.is_file() and is_image(p)]
@@ -57,4 +61,7 @@ def read_utkface(root) -> ReadResult:
         raise DataError(f"utkface: expected images named age_gender_race_datetime.jpg under {root} (none found)")
     records = pd.DataFrame(rows, columns=["path", "age", "subject", "gender", "race", "race_id"])
     records.insert(2, "group", groups_of(records["age"]))
-    return finish(records, drops, "utkface", root)
+    extra = read_extra_sets(extra_dirs, "utkface")
+    if len(extra.records):
+        records = pd.concat([records, extra.records], ignore_index=True)
+    return finish(records, [*drops, *extra.drops.itertuples(index=False, name=None)], "utkface", root)
