@@ -32,7 +32,7 @@ def test_bench_train_cpu_reports_ceiling_end_to_end_and_ratio(tmp_path, capsys):
 
 
 def test_bench_prepare_reports_rates_and_ratios(capsys):
-    result = bench_prepare(["--count", "6", "--side", "160", "--workers", "2"])
+    result = bench_prepare(["--count", "6", "--side", "320", "--workers", "2"])
     for key in ("decode_per_s", "prepare_per_s_one_core", "prepare_per_s_all_cores", "ratio_prepare_to_decode",
                 "parallel_speedup"):
         assert finite_positive(result[key]), key

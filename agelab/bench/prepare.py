@@ -2,7 +2,7 @@
 
 Writes ``--count`` photo-sized JPEGs (a synthetic face on a larger background) to a temporary folder,
 then times, side by side in one run: decoding alone (one core), the full prepare step (decode,
-detect, filter, align, crop, write the cache) on one worker, and the same on every core.
+detect, landmarks, filter, frame, write the cache) on one worker, and the same on every core.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from agelab.inference.backends import default_face_settings
 
 def write_photos(folder: Path, count: int, side: int, cropper: FaceCropper, seed: int = 0) -> pd.DataFrame:
     """``count`` JPEGs of ``side`` x ``side`` pixels, each with one synthetic face that ``cropper`` keeps;
-    their records. The Haar detector misses most drawn faces, so faces are drawn until ``count`` are
-    found: every timed photo then goes through the whole step (detect, align, crop, write), not only
+    their records. The detector misses many drawn faces, so faces are drawn until ``count`` are
+    found: every timed photo then goes through the whole step (detect, landmarks, crop, write), not only
     decode and a failed search."""
     rng = np.random.default_rng(seed)
     spec = SynthSpec(count=50 * count, size=side // 2, seed=seed)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     r = bench_prepare(args.count, args.side, args.workers)
     print(f"bench prepare: {r['count']} photos of {args.side}x{args.side}, one face found in each, {r['kept']} kept "
-          "(rates: photos through decode, detect, filter, align, crop, write)")
+          "(rates: photos through decode, detect, landmarks, filter, frame, write)")
     workers = f"{r['workers']} worker{'s' if r['workers'] != 1 else ''}"
     print(f"  {'decode only (1 core)':<22}: {r['decode_per_s']:8.1f} photos/s")
     print(f"  {'prepare, 1 worker':<22}: {r['prepare_per_s_one_core']:8.1f} photos/s "

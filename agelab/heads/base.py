@@ -25,6 +25,7 @@ class Head(nn.Module):
     """
 
     task = "age"
+    has_spread = True  # decode's "std" is a spread to calibrate (a point estimate's NaN is not)
 
     def __init__(self, in_features: int, num_outputs: int | None = None):
         super().__init__()
@@ -41,7 +42,7 @@ class Head(nn.Module):
 
     def decode(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self._decode(logits)
-        if "std" in out:
+        if self.has_spread and "std" in out:
             out["std"] = out["std"] * self.spread_scale
         return out
 

@@ -29,6 +29,10 @@ class MultiTaskHead(Head):
         self.gender_weight = gender_weight
         self.task = self.age_head.task
 
+    @property
+    def has_spread(self) -> bool:
+        return self.age_head.has_spread
+
     def forward(self, features):
         return torch.cat([self.age_head(features), self.gender_fc(features)], dim=1)
 

@@ -42,6 +42,10 @@ class RegressionHead(AgeHead):
             per_sample = F.gaussian_nll_loss(pred, target, logits[:, 1].exp(), reduction="none", eps=1e-6)
         return masked_mean(per_sample, known, sample_weights(batch, logits))
 
+    @property
+    def has_spread(self) -> bool:
+        return self.loss_name == "gaussian_nll"
+
     def _decode(self, logits):
         logits = logits.float()
         age = (logits[:, 0] * self.max_age).clamp(0, self.max_age)
