@@ -200,13 +200,14 @@ class AgeMetrics(nn.Module):
     ``acc``, ``one_off``, ``precision``, ``recall``, ``f1`` (macro), ``n_group``, ``gender_acc``,
     ``spread_coverage`` (the share of true ages within ± one predicted std; 0.68 when the spread is
     calibrated); and ``spread_curve`` (that share at each of SPREAD_MULTIPLES), ``cs_curve`` (CS(0..max_theta)), ``confusion`` (8x8 counts, rows = true group) and
-    ``confusion_normalized`` (rows sum to 1). ``breakdowns=False`` leaves out the MAE by age band, gender
+    ``confusion_normalized`` (rows sum to 1). ``spread=False`` leaves out the spread's coverage; ``breakdowns=False`` leaves out the MAE by age band, gender
     and race (and their counts).
     """
 
-    def __init__(self, max_theta: int = 15, breakdowns: bool = True):
+    def __init__(self, max_theta: int = 15, breakdowns: bool = True, spread: bool = True):
         super().__init__()
         self.breakdowns = breakdowns  # MAE by age band, gender, race (off: a few kernels less per batch)
+        self.with_spread = spread  # the spread's coverage (off: training steps skip its kernels)
         self.abs_error = GroupedAbsoluteError(1)  # overall MAE (with the count of known ages)
         self.cs = CumulativeScore(max_theta)
         self.spread = SpreadCoverage()
@@ -227,7 +228,7 @@ class AgeMetrics(nn.Module):
             error = (pred_age - age).abs()
             self.abs_error.update(error, torch.zeros_like(age, dtype=torch.long), known)
             self.cs.update(pred_age, age, known)
-            if decoded.get("std") is not None:
+            if self.with_spread and decoded.get("std") is not None:
                 self.spread.update(error, decoded["std"].detach().float(), known)
             if self.breakdowns:
                 bands = torch.bucketize(age, _constant(BAND_EDGES, age.device, age.dtype), right=True)

@@ -109,8 +109,10 @@ class AgeModule(pl.LightningModule):
         self.skipped_batches = dict.fromkeys(STAGES, 0)
         self.first_nonfinite: dict[str, torch.Tensor] = {}  # stage -> (batch index, loss) on the device
         # One metric set per stage (ModuleDict keys can't be "train", so prefix them).
-        # The breakdowns by age band, gender and race are logged at test only: train and val skip them.
-        self.stage_metrics = nn.ModuleDict({f"m_{stage}": AgeMetrics(breakdowns=stage == "test") for stage in STAGES})
+        # The breakdowns by age band, gender and race are logged at test only: train and val skip them;
+        # the spread's coverage calibrates on val and is reported at test: training steps skip it.
+        self.stage_metrics = nn.ModuleDict({f"m_{stage}": AgeMetrics(breakdowns=stage == "test", spread=stage != "train")
+                                            for stage in STAGES})
         # Filled by the test epoch, for figure callbacks and reports.
         self.test_cs_curve: torch.Tensor | None = None
         self.test_confusion: torch.Tensor | None = None

@@ -109,6 +109,9 @@ def test_spread_coverage_counts_true_ages_within_k_std_and_reads_the_calibrating
     curve = dict(zip(SPREAD_MULTIPLES, out["spread_curve"].tolist()))
     assert out["spread_coverage"].item() == pytest.approx(0.6) == curve[1.0]  # within 2 years: 0, 1, 2
     assert curve[0.5] == pytest.approx(0.4) and curve[2.0] == pytest.approx(1.0) and curve[0.05] == pytest.approx(0.2)
+    skipped = AgeMetrics(spread=False)  # training steps: no coverage kernels
+    skipped.update(decoded, {"age": torch.tensor([30.0, 30, 30, 30, 30, NAN, 60])})
+    assert "spread_curve" not in skipped.compute() and skipped.compute()["mae"] == out["mae"]
     # 68.27 % is first reached at k = 1.5 (80 %; 60 % at 1.45): read linearly between those two points
     assert spread_multiple(out["spread_curve"]) == pytest.approx(1.45 + 0.05 * (NOMINAL_COVERAGE - 0.6) / 0.2)
     # Normal errors with the spread they were drawn with cover 68 % at one std: the multiple is ~1.

@@ -14,6 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
+from agelab.bench.faces import EYES
 from agelab.config import CROP_FRACTION
 from agelab.data.faces import FaceCropper
 from agelab.data.images import read_image
@@ -22,7 +23,6 @@ from agelab.training import train
 from conftest import TINY, compose_config
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
-EYES = ["left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y"]
 
 
 @pytest.fixture(scope="module")

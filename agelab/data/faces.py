@@ -26,7 +26,7 @@ Drop reasons (the strings are counted by ``prepare``):
 
 * ``unreadable``: the file is missing, empty or not an image (``agelab.data.images``);
 * ``too_large``: the image is too big to decode in bounded memory (``agelab.data.images``);
-* ``no_face``: the detectors found no face (overlapping the given box, when there is one);
+* ``no_face``: the detector found no face (overlapping the given box, when there is one);
 * ``too_small``: the largest face found is narrower than ``min_face_size`` pixels (the search is
   made for faces of that size and more, so most smaller faces are simply not found: ``no_face``);
 * ``too_blurry``: the largest face's sharpness is below ``min_sharpness``.
@@ -274,11 +274,11 @@ class FaceCropper:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         kept, reasons = [], []
         for face_box, score in found:
-            whole = tuple(int(round(v)) for v in face_box)
+            pixels = tuple(int(round(v)) for v in face_box)
             if min(face_box[2] - face_box[0], face_box[3] - face_box[1]) * back < self.min_face_size:
                 reasons.append(TOO_SMALL)
                 continue
-            if sharpness(gray, whole) < self.min_sharpness:
+            if sharpness(gray, pixels) < self.min_sharpness:
                 reasons.append(TOO_BLURRY)
                 continue
             eyes, nose = self._landmarks(image, face_box)
