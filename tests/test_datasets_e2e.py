@@ -107,9 +107,10 @@ def data_counts(metrics: dict[str, float]) -> dict[str, float]:
 def test_adience_trains_on_four_folds_and_tests_on_the_chosen_one(tmp_path, capsys):
     root = tmp_path / "adience"
     kept = write_adience(root)
-    overrides = [*SMALL, "data=adience", f"data.root={root}", "head=ce",
-                 "callbacks.model_checkpoint.monitor=val/acc", "callbacks.model_checkpoint.mode=max"]
-    metrics = train(compose_config(tmp_path, [*overrides, "data.fold=2"]))
+    overrides = [*SMALL, "data=adience", f"data.root={root}"]  # the dataset brings head=ce, monitored by val/acc
+    cfg = compose_config(tmp_path, [*overrides, "data.fold=2"])
+    assert cfg.head._target_.endswith("GroupCEHead") and cfg.callbacks.model_checkpoint.monitor == "val/acc"
+    metrics = train(cfg)
     assert 0 <= metrics["test/acc"] <= metrics["test/one_off"] <= 1
     printed = capsys.readouterr().out
     assert "kept 30 of 36" in printed and "dropped unreadable" in printed and "test 6" in printed
@@ -142,7 +143,7 @@ def test_groups_only_stop_an_age_head_before_the_first_epoch(tmp_path):
     with pytest.raises(ConfigError, match="^the head learns from ages and none of the"):
         train(compose_config(tmp_path, overrides))
     with pytest.raises(ConfigError, match="^callbacks.model_checkpoint.monitor=val/mae needs ages in the val split"):
-        train(compose_config(tmp_path, [*overrides, "head=ce"]))
+        train(compose_config(tmp_path, [*overrides, "head=ce", "callbacks.model_checkpoint.monitor=val/mae"]))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("agelab")
     assert experiment is None or not client.search_runs([experiment.experiment_id])  # stopped before any run
