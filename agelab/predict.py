@@ -1,4 +1,4 @@
-"""Predict ages on photos, folders and videos: ``python -m agelab.predict <path ...> ckpt=<ckpt> | onnx=<model>``.
+"""Predict ages on photos, folders and videos: ``python -m agelab.predict <path ...> [ckpt= | onnx= | model_uri=]``.
 
 Paths may be bare arguments, anywhere among the overrides (they become ``input=<path>``, or
 ``input=[<path>, ...]`` for several, as a shell glob gives), or ``input=<path>``.
@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -72,6 +73,22 @@ def input_paths(value) -> list[Path]:
     return list(dict.fromkeys(paths))  # a path given twice is predicted once
 
 
+def chosen_model(cfg: DictConfig, download_dir: Path) -> dict:
+    """``ckpt`` / ``onnx`` as given, else the model ``model_uri`` names or the default one, downloaded
+    from the store (agelab.inference.model_lookup); says which it took."""
+    from agelab.inference.model_lookup import find_model
+    from agelab.store import store_uri
+
+    given = {"ckpt": cfg.get("ckpt"), "onnx": cfg.get("onnx")}
+    if any(given.values()):
+        if cfg.get("model_uri"):
+            raise ConfigError("give one model: model_uri=, ckpt= or onnx=")
+        return given
+    found = find_model(cfg.get("model_uri"), store_uri(cfg.paths.root_dir, cfg.get("tracking_uri")), download_dir)
+    print(f"model: {found.description}")
+    return {"ckpt": found.ckpt, "onnx": found.onnx}
+
+
 def predict(cfg: DictConfig):
     """Run the prediction the config describes; returns the agelab.inference Report."""
     from agelab.inference import AgePredictor, VideoOptions, load_backend, make_cropper, predict_input
@@ -85,8 +102,9 @@ def predict(cfg: DictConfig):
     video_cfg = OmegaConf.to_container(cfg.video, resolve=True)
     video = VideoOptions(every=video_cfg["every"], max_frames=video_cfg["max_frames"], codec=video_cfg["codec"],
                          smoothing=video_cfg["smoothing"])
-    backend = load_backend(ckpt=cfg.get("ckpt"), onnx=cfg.get("onnx"), device=str(cfg.device),
-                           input_size=cfg.get("input_size"), threads=cfg.get("threads"))
+    with tempfile.TemporaryDirectory(prefix="agelab-model-") as downloads:
+        backend = load_backend(**chosen_model(cfg, Path(downloads)), device=str(cfg.device),
+                               input_size=cfg.get("input_size"), threads=cfg.get("threads"))
     cropper = make_cropper(backend.face_settings, OmegaConf.to_container(cfg.faces, resolve=True))
     predictor = AgePredictor(backend, cropper, tta_flip=cfg.tta_flip)
     log.info("%s model, %dx%d input, %s%s", backend.name, backend.input_size, backend.input_size, cropper,

@@ -196,6 +196,42 @@ def test_photo_model_answers_whole_photos_as_predict_does(trained, tmp_path):
         served.predict(pd.DataFrame({"photo": [text(blank)]}))
 
 
+def test_predict_without_a_model_takes_the_registered_champion(trained, tmp_path, capsys):
+    import pandas as pd
+
+    from agelab.bench.prepare import write_photos
+    from agelab.data.images import read_image
+    from agelab.inference import AgePredictor, OnnxBackend, make_cropper
+    from agelab.predict import predict
+
+    fp32 = OnnxBackend(trained.export_dir / "model.onnx", threads=1)
+    photo = write_photos(tmp_path, 1, 320, make_cropper(fp32.face_settings))["path"][0]
+    expected, _ = AgePredictor(fp32, make_cropper(fp32.face_settings)).faces(read_image(photo)[0])
+    champion = trained.client.get_model_version_by_alias("agelab-age", "champion")
+    run_id = trained.run.info.run_id
+    best = next(a.path for a in trained.client.list_artifacts(run_id, "checkpoints"))
+
+    def run(*overrides):
+        out = tmp_path / f"out{len(overrides)}"
+        predict(compose_config(trained.root, [f"input={photo}", f"out_dir={out}", "annotate=false", *overrides],
+                               config_name="predict"))
+        return capsys.readouterr().out.splitlines()[0], pd.read_csv(out / "results.csv")
+
+    said, table = run()
+    assert said == f"model: agelab-age version {champion.version} (champion), from run {run_id}"
+    np.testing.assert_allclose(table.age, [f.age for f in expected], atol=1e-3)  # the registered fp32 ONNX
+    said, _ = run(f"model_uri=agelab-age@{champion.version}")
+    assert said == f"model: agelab-age version {champion.version}, from run {run_id}"
+    said, table = run(f"model_uri=runs:/{run_id}/{best}", "device=cpu")
+    assert said == f"model: runs:/{run_id}/{best}" and len(table) == len(expected)
+    for model, message in [("models:/agelab-age@nobody", "^model_uri=agelab-age@nobody: not in the registry of sqlite"),
+                           (f"runs:/{run_id}/../../../etc/passwd", "^runs:/.*/etc/passwd: not a run artifact"),
+                           ("plain", "^model_uri=plain: expected <registered name>@<alias or version>")]:
+        with pytest.raises(ConfigError, match=message):
+            run(f"model_uri={model}")
+    assert not (trained.root / "etc").exists() and not list(tmp_path.rglob("passwd"))
+
+
 def test_registered_model_serves_the_trained_ages(trained):
     """What `mlflow models serve -m models:/agelab-age@champion` answers: the module's ages for cropped,
     normalised faces (the README's serving example)."""

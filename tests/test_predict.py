@@ -390,7 +390,8 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
         "^input: give a photo": config(model),
         "^input: the folder .*empty holds no files$": config(f"input={tmp_path / 'empty'}", model),
         "^input: no file or folder at /no/such/photo.jpg$": config("input=/no/such/photo.jpg", model),
-        "^give exactly one model": config(f"input={photo}"),
+        "^no model given and no MLflow store at .*mlflow.db: train one": config(f"input={photo}"),
+        "^give one model: model_uri=, ckpt= or onnx=$": config(f"input={photo}", model, "model_uri=x@1"),
         "^onnx: no model at /no/model.onnx$": config(f"input={photo}", "onnx=/no/model.onnx"),
         "^video.every must be a positive integer, got 0$": config(f"input={photo}", model, "video.every=0"),
         "^video.codec must be one of mp4v, MJPG": config(f"input={photo}", model, "video.codec=H264"),
@@ -405,6 +406,28 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
         with pytest.raises(ConfigError, match=message):
             predict(cfg)
     assert not (tmp_path / "out").exists()  # every one failed before writing anything
+
+
+def test_without_a_model_predict_takes_the_newest_training_run(trained, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    photo = write_rgb(tmp_path / "p.jpg", two_faces())
+    cfg = compose_config(trained.root, [f"input={photo}", f"out_dir={tmp_path / 'out'}", "annotate=false"],
+                         config_name="predict")
+    report = predict(cfg)  # the store holds one finished training and no registered model
+    client = MlflowClient(f"sqlite:///{trained.root / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("agelab").experiment_id])
+    said = capsys.readouterr().out.splitlines()[0]
+    assert said.startswith("model: checkpoints/epoch000.ckpt of the newest finished training, run "
+                           f"{run.info.run_id}")
+    assert report.faces == 2
+    client.set_terminated(run.info.run_id, "FAILED")  # no finished training left: one line, what to do
+    try:
+        with pytest.raises(ConfigError, match="^no model given, no agelab-age@champion and no finished training "
+                                              "in sqlite:.*: train one"):
+            predict(cfg)
+    finally:
+        client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def test_group_head_checkpoint_and_onnx_give_group_names(trained, tmp_path):
