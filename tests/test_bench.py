@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import pytest
 
 from agelab.bench.__main__ import main as bench
@@ -41,6 +43,25 @@ def test_bench_prepare_reports_rates_and_ratios(capsys):
     for bad in (["--count", "0"], ["--workers", "-1"], ["--side", "40"]):
         with pytest.raises(ConfigError, match="--count must be >= 1"):
             bench_prepare(bad)
+
+
+def test_bench_predict_times_every_stage_of_the_predict_path(tmp_path, capsys):
+    from agelab.bench.predict import STAGES, main as bench_predict
+    from agelab.bench.prepare import write_photos
+    from agelab.data.faces import FaceCropper
+    from agelab.inference.backends import default_face_settings
+
+    write_photos(tmp_path, 4, 320, FaceCropper(**default_face_settings(64)))
+    (tmp_path / "blank.png").write_bytes(cv2.imencode(".png", np.full((200, 200, 3), 128, np.uint8))[1].tobytes())
+    result = bench_predict(["--photos", str(tmp_path), "--limit", "0"])
+    assert result["photos"] == 5 and result["found"] == 0.8  # the blank photo is searched, and has no face
+    assert set(result["stages"]) == set(STAGES) and all(v >= 0 for v in result["stages"].values())
+    assert sum(result["stages"].values()) == pytest.approx(result["seconds"])
+    assert finite_positive(result["stages"]["face search"]) and finite_positive(result["stages"]["model"])
+    out = capsys.readouterr().out
+    assert "5 photos of" in out and "face found in 80.0 %" in out and "face search" in out
+    with pytest.raises(ConfigError, match="^bench predict: no photos in"):
+        bench_predict(["--photos", str(tmp_path / "none")])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -12,6 +12,7 @@ import sys
 SUBCOMMANDS = {
     "faces": "agelab.bench.faces",  # the face pipeline on real photos: faces found, eye error, photos/s
     "infer": "agelab.bench.infer",  # CPU inference latency: PyTorch eager vs ONNX Runtime fp32 / int8
+    "predict": "agelab.bench.predict",  # the whole predict path per photo on one core, stage by stage
     "prepare": "agelab.bench.prepare",  # faces prepared per second per core against decoding alone
     "train": "agelab.bench.train",  # training throughput: model-only ceiling vs the real data path
 }
