@@ -73,25 +73,36 @@ def input_paths(value) -> list[Path]:
     return list(dict.fromkeys(paths))  # a path given twice is predicted once
 
 
-def chosen_model(cfg: DictConfig, download_dir: Path) -> dict:
-    """``ckpt`` / ``onnx`` as given, else the model ``model_uri`` names or the default one, downloaded
-    from the store (agelab.inference.model_lookup); says which it took."""
-    from agelab.inference.model_lookup import find_model
+def chosen_model(cfg: DictConfig, download_dir: Path):
+    """The FoundModel (agelab.inference.model_lookup) of ``ckpt`` / ``onnx`` as given, else of the model
+    ``model_uri`` names or the default one, downloaded from the store; says which it took."""
+    from agelab.inference.model_lookup import FoundModel, find_model
     from agelab.store import store_uri
 
-    given = {"ckpt": cfg.get("ckpt"), "onnx": cfg.get("onnx")}
-    if any(given.values()):
+    ckpt, onnx = cfg.get("ckpt"), cfg.get("onnx")
+    if ckpt or onnx:
         if cfg.get("model_uri"):
             raise ConfigError("give one model: model_uri=, ckpt= or onnx=")
-        return given
+        return FoundModel(ckpt, onnx, str(ckpt or onnx))
     found = find_model(cfg.get("model_uri"), store_uri(cfg.paths.root_dir, cfg.get("tracking_uri")), download_dir)
     print(f"model: {found.description}")
-    return {"ckpt": found.ckpt, "onnx": found.onnx}
+    return found
+
+
+def load_model(cfg: DictConfig):
+    """(the backend of the model the config chooses, its description); see chosen_model."""
+    from agelab.inference import load_backend
+
+    with tempfile.TemporaryDirectory(prefix="agelab-model-") as downloads:
+        found = chosen_model(cfg, Path(downloads))
+        backend = load_backend(ckpt=found.ckpt, onnx=found.onnx, device=str(cfg.device),
+                               input_size=cfg.get("input_size"), threads=cfg.get("threads"))
+    return backend, found.description
 
 
 def predict(cfg: DictConfig):
     """Run the prediction the config describes; returns the agelab.inference Report."""
-    from agelab.inference import AgePredictor, VideoOptions, load_backend, make_cropper, predict_input
+    from agelab.inference import AgePredictor, VideoOptions, make_cropper, predict_input
 
     sources = input_paths(cfg.get("input"))
     for key in ("threads", "input_size"):
@@ -102,9 +113,7 @@ def predict(cfg: DictConfig):
     video_cfg = OmegaConf.to_container(cfg.video, resolve=True)
     video = VideoOptions(every=video_cfg["every"], max_frames=video_cfg["max_frames"], codec=video_cfg["codec"],
                          smoothing=video_cfg["smoothing"])
-    with tempfile.TemporaryDirectory(prefix="agelab-model-") as downloads:
-        backend = load_backend(**chosen_model(cfg, Path(downloads)), device=str(cfg.device),
-                               input_size=cfg.get("input_size"), threads=cfg.get("threads"))
+    backend, _ = load_model(cfg)
     cropper = make_cropper(backend.face_settings, OmegaConf.to_container(cfg.faces, resolve=True))
     predictor = AgePredictor(backend, cropper, tta_flip=cfg.tta_flip)
     log.info("%s model, %dx%d input, %s%s", backend.name, backend.input_size, backend.input_size, cropper,

@@ -24,3 +24,4 @@ def test_the_wheel_carries_every_config_inside_the_package(tmp_path):
     configs = {f"agelab/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert configs and configs <= names
     assert "agelab/predict.py" in names and not any(n.startswith("conf/") for n in names)
+    assert "agelab/inference/demo.html" in names  # the demo's page
