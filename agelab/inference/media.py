@@ -5,7 +5,8 @@ predicted; any other file is listed with status ``unsupported`` (so nothing is s
 links are followed only while they stay inside the folder: a link (to a file or a folder) that
 resolves outside it is listed as ``link_outside`` and not read; a link back to a folder already
 searched is ignored (no loops); a link that never ends in a file (dangling, or looping on itself)
-is listed and found unreadable; so is a folder that cannot be listed.
+is listed and found unreadable; so is a folder that cannot be listed, and anything that is neither a
+folder nor a regular file (a FIFO, a socket, a device: listed, never opened).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class MediaItem:
 
 
 def kind_of(path: Path) -> str:
+    """PHOTO or VIDEO by the extension, else UNSUPPORTED; UNREADABLE for what is there but is no regular file
+    (a FIFO, a socket, a device), which is never opened: reading a FIFO waits for a writer forever."""
+    if path.exists() and not path.is_file():
+        return UNREADABLE
     suffix = path.suffix.lower()
     return PHOTO if suffix in IMAGE_EXTENSIONS else VIDEO if suffix in VIDEO_EXTENSIONS else UNSUPPORTED
 
@@ -97,7 +102,7 @@ def collect(input_path: str | Path) -> list[MediaItem]:
                 if resolved not in visited:
                     visited.add(resolved)
                     walk(real, here)
-            elif real.is_file() or not real.exists():  # a dangling link is reported unreadable
+            else:  # a file, a dangling link (found unreadable), a FIFO or a device (unreadable: kind_of)
                 items.append(MediaItem(here, kind_of(here), here.relative_to(path)))
 
     walk(root, path)

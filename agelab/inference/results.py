@@ -2,7 +2,8 @@
 
 Columns (empty / null where they do not apply):
 
-* ``file``: the photo or video; ``frame``: the video frame index; ``face``: 0 = largest face
+* ``file``: the photo or video (agelab.data.names.printable: a name that is not UTF-8, or that holds
+  a newline, escaped); ``frame``: the video frame index; ``face``: 0 = largest face
   (per frame on video); ``track``: the face's track id across video frames;
 * ``status``: ``ok`` for a face, else why the file gave none (FILE_STATUSES);
 * ``x1 y1 x2 y2``: the face box in the file's pixels; ``score``: detector confidence;
@@ -17,7 +18,6 @@ import csv
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 OK = "ok"
@@ -49,17 +49,41 @@ def _num(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
-@dataclass
 class Report:
-    """All rows, and per file its status: ``ok`` when it gave at least one face."""
+    """A batch's results, written to ``out_dir`` as they come: each file's rows go to results.csv (the
+    header first) as soon as the file is added, flushed, so a batch that ends early keeps what was done;
+    results.json (the same rows) and summary.json follow when its ``with`` block ends without error.
+    Per file its status: ``ok`` when it gave at least one face."""
 
-    rows: list[dict] = field(default_factory=list)
-    file_status: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, Path] = field(default_factory=dict)
+    def __init__(self, out_dir: str | Path):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        self.file_status: dict[str, str] = {}
+        self.outputs: dict[str, Path] = {"csv": out_dir / "results.csv"}
+        self._json = {"json": out_dir / "results.json", "summary": out_dir / "summary.json"}
+        self._csv = open(self.outputs["csv"], "w", newline="", encoding="utf-8")
+        self._table = csv.DictWriter(self._csv, fieldnames=COLUMNS)
+        self._table.writeheader()
+        self._csv.flush()
 
     def add(self, file: str | Path, rows: list[dict], status: str) -> None:
+        self._table.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+        self._csv.flush()
         self.rows.extend(rows)
         self.file_status[str(file)] = status
+
+    def __enter__(self) -> Report:
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        self._csv.close()
+        if error_type is not None:  # a batch that did not finish: its rows so far stay in results.csv
+            return
+        self._json["json"].write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")
+        self._json["summary"].write_text(json.dumps({**self.summary(), "per_file": self.file_status}, indent=1,
+                                                    ensure_ascii=False), encoding="utf-8")
+        self.outputs.update(self._json)
 
     @property
     def counts(self) -> Counter:
@@ -78,18 +102,3 @@ class Report:
         parts += [f"{n} {status}" for status, n in sorted(counts.items()) if status != OK]
         files = len(self.file_status)
         return f"{files} file{'' if files == 1 else 's'}: " + ", ".join(parts)
-
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """results.csv, results.json (the same rows) and summary.json in ``out_dir``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json", "summary": out_dir / "summary.json"}
-        with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in self.rows)
-        paths["json"].write_text(json.dumps(self.rows, indent=1, ensure_ascii=False), encoding="utf-8")
-        paths["summary"].write_text(json.dumps({**self.summary(), "per_file": self.file_status}, indent=1,
-                                               ensure_ascii=False), encoding="utf-8")
-        self.outputs.update(paths)
-        return paths

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 
 from agelab.data.images import load_image
+from agelab.data.names import printable
 from agelab.errors import AgelabError
 from agelab.inference.drawing import age_label, annotate
 from agelab.inference.media import PHOTO, VIDEO, collect_all
@@ -68,24 +69,25 @@ def one_file(shown: str, work, *args) -> tuple[list[dict], str]:
 def predict_input(predictor, input_path: str | Path | list, out_dir: str | Path, annotate_outputs: bool = True,
                   video: VideoOptions | None = None, progress=None) -> Report:
     """Predict on a photo, a video or a folder (or a list of them); writes annotated files under ``out_dir/annotated``
-    (mirroring the folder) and results.csv / results.json / summary.json in ``out_dir``."""
+    (mirroring the folder) and results.csv (each file's rows as soon as it is done) / results.json / summary.json in
+    ``out_dir``. A file is named in them, the log and ``progress`` by its printable name (agelab.data.names)."""
     video = video or VideoOptions()
     out_dir = Path(out_dir)
-    report = Report()
-    for item in collect_all(input_path if isinstance(input_path, list) else [input_path]):
-        shown = str(item.path)
-        target = out_dir / ANNOTATED / item.relative if annotate_outputs else None
-        if item.kind == PHOTO:
-            rows, status = one_file(shown, predict_photo, predictor, item.path, shown, target)
-        elif item.kind == VIDEO:
-            target = annotated_video_path(target, video.codec) if target is not None else None
-            rows, status = one_file(shown, predict_video, predictor, item.path, shown, target, video)
-        else:
-            rows, status = [status_row(shown, item.kind)], item.kind
-        report.add(shown, rows, status)
-        if progress is not None:
-            progress(shown, status, len(rows) if status == "ok" else 0)
-    report.write(out_dir)
+    items = collect_all(input_path if isinstance(input_path, list) else [input_path])
+    with Report(out_dir) as report:
+        for item in items:
+            shown = printable(item.path)
+            target = out_dir / ANNOTATED / item.relative if annotate_outputs else None
+            if item.kind == PHOTO:
+                rows, status = one_file(shown, predict_photo, predictor, item.path, shown, target)
+            elif item.kind == VIDEO:
+                target = annotated_video_path(target, video.codec) if target is not None else None
+                rows, status = one_file(shown, predict_video, predictor, item.path, shown, target, video)
+            else:
+                rows, status = [status_row(shown, item.kind)], item.kind
+            report.add(shown, rows, status)
+            if progress is not None:
+                progress(shown, status, len(rows) if status == "ok" else 0)
     if annotate_outputs and (out_dir / ANNOTATED).is_dir():
         report.outputs["annotated"] = out_dir / ANNOTATED
     return report

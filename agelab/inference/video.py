@@ -6,11 +6,13 @@ The annotated video holds the processed frames only, at fps / every (the same du
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 
+from agelab.data.names import printable
 from agelab.errors import ConfigError, require_int
 from agelab.groups import GROUP_NAMES, age_to_group
 from agelab.inference.drawing import age_label, annotate
@@ -42,7 +44,7 @@ def annotated_video_path(out_file: Path, codec: str) -> Path:
 
 def predict_video(predictor, path: Path, shown: str, out_file: Path | None, options: VideoOptions) -> tuple[list[dict], str]:
     """(rows, file status) for one video; writes the annotated video to ``out_file`` when given."""
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(os.fsencode(path))  # (bytes: a str name that is not UTF-8 crashes OpenCV)
     if not capture.isOpened():
         return [status_row(shown, "unreadable")], "unreadable"
     fps = capture.get(cv2.CAP_PROP_FPS)
@@ -77,10 +79,10 @@ def predict_video(predictor, path: Path, shown: str, out_file: Path | None, opti
             if out_file is not None:
                 if writer is None:
                     out_file.parent.mkdir(parents=True, exist_ok=True)
-                    writer = cv2.VideoWriter(str(out_file), cv2.VideoWriter_fourcc(*options.codec),
+                    writer = cv2.VideoWriter(os.fsencode(out_file), cv2.VideoWriter_fourcc(*options.codec),
                                              fps / options.every, (frame.shape[1], frame.shape[0]))
                     if not writer.isOpened():
-                        raise ConfigError(f"video.codec={options.codec}: OpenCV cannot write {out_file} "
+                        raise ConfigError(f"video.codec={options.codec}: OpenCV cannot write {printable(out_file)} "
                                           f"(try {' or '.join(c for c in CODECS if c != options.codec)})")
                 drawn = annotate(rgb, [f.box for f in faces], labels) if faces else rgb
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

@@ -38,7 +38,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from agelab.data.readers.base import ReadResult, finish, first_existing, require_dir, require_file
+from agelab.data.readers.base import ReadResult, finish, first_existing, records_of, require_dir, require_file
 from agelab.errors import ConfigError
 from agelab.groups import age_to_group
 
@@ -112,8 +112,7 @@ def read_adience(root, frontal_only: bool = False, odd_ages: str = "nearest", ba
                          "gender": _GENDERS.get(row["gender"].lower(), np.nan), "fold": fold,
                          "age_label": row["age"], "face_id": face,
                          **{c: row[c] for c in NUMERIC}})
-    records = pd.DataFrame(rows, columns=["path", "age", "group", "subject", "gender", "fold", "age_label",
-                                          "face_id", *NUMERIC])
+    records = records_of(rows, ["path", "age", "group", "subject", "gender", "fold", "age_label", "face_id", *NUMERIC])
     for column in NUMERIC:
         records[column] = pd.to_numeric(records[column], errors="coerce")
     records["fold"] = records["fold"].astype(np.int64)

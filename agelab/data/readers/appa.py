@@ -18,7 +18,8 @@ from __future__ import annotations
 import pandas as pd
 
 from agelab.data.readers.base import (
-    ReadResult, dropped_at, dropped_lines, finish, first_existing, groups_of, read_csv_text, require_dir, require_file,
+    ReadResult, dropped_at, dropped_lines, finish, first_existing, groups_of, path_column, read_csv_text, require_dir,
+    require_file,
 )
 from agelab.errors import ConfigError, DataError
 
@@ -53,7 +54,7 @@ def read_appa(root, target: str = "real", splits=("train", "valid", "test"), fac
         folder = root / split
         choices = ((lambda n: (folder / f"{n}_face.jpg",)) if face_crops
                    else (lambda n: (folder / n, folder / f"{n}_face.jpg")))
-        paths = names.where(keep, "").map(lambda n: first_existing(*choices(n)) if n else None)
+        paths = path_column((first_existing(*choices(n)) if n else None for n in names.where(keep, "")), names.index)
         missing_file = keep & paths.isna()
         drops += dropped_at("missing_file", missing_file, names, lambda n: str(choices(n)[0]))
         keep &= ~missing_file

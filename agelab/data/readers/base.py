@@ -2,7 +2,9 @@
 
 A reader turns a dataset's raw on-disk labels into a records table, one row per face image:
 
-- ``path``: absolute path of the image (as a str); readers only check that the file exists.
+- ``path``: absolute path of the image (as a str); readers only check that the file exists. The
+  column has dtype object (``path_column``): a name that is not UTF-8 stays as the surrogate-escaped
+  str Python opens it by, which no pandas text column holds.
 - ``age``: float years, NaN where the dataset gives only a group.
 - ``group``: int 0..7 (agelab.groups), -1 when unknown.
 - ``subject``: str identity; rows of one person share it. Where a dataset has no identities,
@@ -13,7 +15,8 @@ A reader turns a dataset's raw on-disk labels into a records table, one row per 
 Rows a reader cannot use are dropped and counted by reason in ``ReadResult.dropped``, never
 skipped silently; ``ReadResult.drops`` says where each one is, so a few bad rows can be found among
 many (``path``: the image for a file problem or where the image carries the label, else
-``<label file>:<line>``). A missing dataset folder or label file raises DataError.
+``<label file>:<line>``; as text, agelab.data.names.printable). A missing dataset folder or label
+file raises DataError.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from agelab.data.names import printable
 from agelab.errors import DataError
 from agelab.groups import GROUP_NAMES, NUM_GROUPS, age_to_group
 
@@ -133,6 +137,19 @@ def read_csv_text(path: Path, name: str) -> tuple[pd.DataFrame, list[tuple[str, 
     return table[(table != "").any(axis=1)], drops
 
 
+def path_column(paths, index=None) -> pd.Series:
+    """Image paths (str, or None for none) as a column of dtype object, which holds any name a file
+    system gives as the str the file opens by (a pandas text column holds UTF-8 only)."""
+    return pd.Series(list(paths), index=index, dtype=object)
+
+
+def records_of(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """Rows (dicts, each with a ``path``) as a table of ``columns``, its ``path`` a path_column."""
+    table = pd.DataFrame([{**row, "path": None} for row in rows], columns=columns)
+    table["path"] = path_column(row["path"] for row in rows)
+    return table
+
+
 def groups_of(ages) -> np.ndarray:
     """age_to_group with -1 where the age is unknown."""
     ages = np.asarray(ages, dtype=np.float64)
@@ -175,7 +192,7 @@ def finish(records: pd.DataFrame, drops: list[tuple[str, str]], name: str, root,
     the two always agree.
     """
     records = records.reset_index(drop=True)
-    records["path"] = records["path"].astype(str)
+    records["path"] = path_column(str(path) for path in records["path"])
     records["age"] = pd.to_numeric(records["age"], errors="coerce").astype(np.float64)
     records["group"] = records["group"].astype(np.int64)
     records["subject"] = records["subject"].astype(str)
@@ -185,6 +202,6 @@ def finish(records: pd.DataFrame, drops: list[tuple[str, str]], name: str, root,
     records = records[BASE_COLUMNS + others]
     dropped = Counter(reason for _, reason in drops)
     mapped = Counter({k: int(v) for k, v in (mapped or {}).items() if v})
-    return ReadResult(records=records, dropped=dropped, mapped=mapped, name=name, root=str(root),
-                      drops=pd.DataFrame(list(drops), columns=DROP_COLUMNS))
+    return ReadResult(records=records, dropped=dropped, mapped=mapped, name=name, root=printable(str(root)),
+                      drops=pd.DataFrame([(printable(where), reason) for where, reason in drops], columns=DROP_COLUMNS))
 

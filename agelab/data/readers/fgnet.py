@@ -9,9 +9,8 @@ Columns: path, age, group, subject (the 3-digit id as text).
 from __future__ import annotations
 
 import re
-import pandas as pd
 
-from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, require_dir
+from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, records_of, require_dir
 from agelab.errors import DataError
 
 _NAME = re.compile(r"^(\d{3})[aA](\d{2})[a-zA-Z]?$")
@@ -29,6 +28,6 @@ def read_fgnet(root) -> ReadResult:
         rows.append({"path": str(path), "age": float(match[2]), "subject": match[1]})
     if not rows and not drops:
         raise DataError(f"fgnet: expected images named like 078A11.JPG in {folder} (none found)")
-    records = pd.DataFrame(rows, columns=["path", "age", "subject"])
+    records = records_of(rows, ["path", "age", "subject"])
     records.insert(2, "group", groups_of(records["age"]))
     return finish(records, drops, "fgnet", folder)

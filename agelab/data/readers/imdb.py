@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from agelab.data.readers.base import ReadResult, dropped_at, finish, groups_of, require_dir
+from agelab.data.names import printable
+from agelab.data.readers.base import ReadResult, dropped_at, finish, groups_of, path_column, require_dir
 from agelab.data.readers.table import EXTRA_SET, read_extra_sets
 from agelab.errors import ConfigError, DataError
 
@@ -180,10 +181,10 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
         subjects = [f"imdb:{int(c)}" if np.isfinite(c) else "" for c in celeb_id.astype(np.float64)]
     else:
         subjects = [f"{source}:{name}" if name else "" for name in names]
-    subjects = [s or p for s, p in zip(subjects, paths)]
+    subjects = [s or printable(p) for s, p in zip(subjects, paths)]
     gender = np.where(numbers["gender"] == 1, "m", np.where(numbers["gender"] == 0, "f", None))
     records = pd.DataFrame({
-        "path": paths, "age": age, "group": groups_of(age), "subject": subjects, "gender": gender,
+        "path": path_column(paths), "age": age, "group": groups_of(age), "subject": subjects, "gender": gender,
         "name": names, "face_score": score, "second_face_score": second,
         "location_x1": boxes[:, 0], "location_y1": boxes[:, 1], "location_x2": boxes[:, 2],
         "location_y2": boxes[:, 3], "source": source,

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from agelab.data.readers.base import (
-    ReadResult, dropped_at, dropped_lines, finish, first_existing, groups_of, read_csv_text, require_dir,
-    require_file,
+    ReadResult, dropped_at, dropped_lines, finish, first_existing, groups_of, path_column, read_csv_text,
+    require_dir, require_file,
 )
 from agelab.errors import DataError
 
@@ -67,7 +67,7 @@ def read_morph2(root, csv_name: str | None = None) -> ReadResult:
         name = Path(photo).name
         return first_existing(root / photo, csv_path.parent / photo, root / name, csv_path.parent / name)
 
-    paths = table["photo"].where(keep, "").map(lambda p: locate(p) if p else None)
+    paths = path_column((locate(p) if p else None for p in table["photo"].where(keep, "")), table.index)
     missing_file = keep & paths.isna()
     drops += dropped_at("missing_file", missing_file, table["photo"], lambda p: str(root / p))
     keep &= ~missing_file

@@ -26,7 +26,7 @@ import re
 
 import pandas as pd
 
-from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, require_dir
+from agelab.data.readers.base import ReadResult, finish, groups_of, is_image, records_of, require_dir
 from agelab.data.readers.table import read_extra_sets
 from agelab.errors import DataError
 
@@ -59,7 +59,7 @@ def read_utkface(root, extra_dirs=()) -> ReadResult:
                      "race": RACES[race], "race_id": race})
     if not rows and not drops:
         raise DataError(f"utkface: expected images named age_gender_race_datetime.jpg under {root} (none found)")
-    records = pd.DataFrame(rows, columns=["path", "age", "subject", "gender", "race", "race_id"])
+    records = records_of(rows, ["path", "age", "subject", "gender", "race", "race_id"])
     records.insert(2, "group", groups_of(records["age"]))
     extra = read_extra_sets(extra_dirs, "utkface")
     if len(extra.records):
