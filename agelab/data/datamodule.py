@@ -15,6 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from agelab.data.attributes import gender_codes, race_codes
 from agelab.data.readers.base import require_root
+from agelab.data.workers import loader_worker_init
 from agelab.errors import ConfigError, require_int
 
 AUGMENT_RNG_KEY = "device_augment_rng"
@@ -124,7 +125,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.loader_args = {"num_workers": num_workers, "pin_memory": pin_memory,
                             "persistent_workers": persistent_workers and num_workers > 0,
-                            "multiprocessing_context": loader_start_method() if num_workers > 0 else None}
+                            "multiprocessing_context": loader_start_method() if num_workers > 0 else None,
+                            "worker_init_fn": loader_worker_init}  # workers end with this process
         self.datasets: dict[str, FaceDataset] = {}
         self._source_prepared = False
 

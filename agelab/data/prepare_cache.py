@@ -35,6 +35,7 @@ from agelab.data.cache import IMAGES, RECORDS, cache_exists, open_images, save_c
 from agelab.data.faces import FaceCropper
 from agelab.data.images import load_image
 from agelab.data.readers.base import DROP_COLUMNS
+from agelab.data.workers import die_with_parent
 from agelab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ _HELD: _HeldRecords | None = None  # set in worker processes only
 
 def _worker_init() -> None:
     global _HELD
+    die_with_parent()
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe

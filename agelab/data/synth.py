@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from agelab.data.workers import die_with_parent
 from agelab.groups import age_to_group
 
 MAX_AGE = 100
@@ -253,7 +254,7 @@ def generate(spec: SynthSpec, workers: int | None = None) -> tuple[np.ndarray, p
     chunk = 500
     ranges = [(spec, a, min(a + chunk, spec.count)) for a in range(0, spec.count, chunk)]
     if workers > 1 and len(ranges) > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
             parts = list(pool.map(_make_range, ranges))
     else:
         parts = [_make_range(r) for r in ranges]
