@@ -19,7 +19,7 @@ import pandas as pd
 from agelab.errors import DataError
 
 IMAGES, RECORDS = "images.npy", "records.csv"
-TEXT_COLUMNS = {"subject": str, "path": str}
+TEXT_COLUMNS = {"subject": str, "path": object}  # path: a name that is not UTF-8 as Python opens it
 
 
 @contextmanager
@@ -50,7 +50,7 @@ def save_cache(folder: str | Path, images: np.ndarray, records: pd.DataFrame) ->
     with written_whole(folder / RECORDS) as tmp_records, written_whole(folder / IMAGES) as tmp_images:
         with open(tmp_images, "wb") as f:  # (np.save given a name would add ".npy" to it)
             np.save(f, np.ascontiguousarray(images, dtype=np.uint8))
-        records.to_csv(tmp_records, index=False)
+        records.to_csv(tmp_records, index=False, errors="surrogateescape")
     return folder
 
 
@@ -92,7 +92,7 @@ def load_cache(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
         raise DataError(f"no face cache in {folder}: expected {IMAGES} and {RECORDS} (run python -m agelab.prepare)")
     images = open_images(folder / IMAGES)
     # Ids like MORPH II's "070081" must stay text (read as numbers they lose their leading zeros).
-    records = pd.read_csv(folder / RECORDS, dtype=TEXT_COLUMNS)
+    records = pd.read_csv(folder / RECORDS, dtype=TEXT_COLUMNS, encoding_errors="surrogateescape")
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(records):
         raise DataError(f"{folder / IMAGES}: shape {images.shape} does not match {len(records)} records")
     return images, records
@@ -121,5 +121,5 @@ def save_cache_parts(folder: str | Path, parts, count: int, image_shape: tuple[i
             raise ValueError(f"{filled} images in the parts, expected {count}")
         out.flush()
         del out
-        records.to_csv(tmp_records, index=False)
+        records.to_csv(tmp_records, index=False, errors="surrogateescape")
     return folder

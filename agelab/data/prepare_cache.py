@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agelab.data.cache import IMAGES, RECORDS, cache_exists, open_images, save_cache_parts, written_whole
+from agelab.data.cache import IMAGES, RECORDS, TEXT_COLUMNS, cache_exists, open_images, save_cache_parts, written_whole
 from agelab.data.faces import FaceCropper
 from agelab.data.images import load_image
+from agelab.data.names import printable
 from agelab.data.readers.base import DROP_COLUMNS
 from agelab.data.workers import die_with_parent
 from agelab.errors import DataError
@@ -76,7 +77,7 @@ def cache_key(records: pd.DataFrame, cropper: FaceCropper) -> str:
     """Hash of what decides the crops: image paths and boxes in order, cropper settings, format version."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": FORMAT_VERSION, "cropper": cropper.settings()}, sort_keys=True).encode())
-    digest.update("\n".join(records["path"].astype(str)).encode())
+    digest.update("\n".join(map(str, records["path"])).encode("utf-8", "surrogateescape"))
     if set(BOX_COLUMNS) <= set(records.columns):
         boxes = records[list(BOX_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
         digest.update(np.ascontiguousarray(boxes).tobytes())
@@ -84,7 +85,7 @@ def cache_key(records: pd.DataFrame, cropper: FaceCropper) -> str:
 
 
 def _labels_hash(records: pd.DataFrame) -> str:
-    return hashlib.sha256(records.to_csv(index=False).encode()).hexdigest()
+    return hashlib.sha256(records.to_csv(index=False).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 # ------------------------------------------------------------------------------ cropping shards
@@ -244,7 +245,7 @@ def _read_face_drops(folder: Path, records: pd.DataFrame, source_index: np.ndarr
         return pd.read_csv(folder / FACE_DROPS, dtype=str, keep_default_na=False)
     except (OSError, ValueError):  # a cache from before the file: the dropped images are known, their reasons not
         lost = np.setdiff1d(np.arange(len(records)), source_index)
-        return pd.DataFrame({"path": records["path"].iloc[lost].astype(str).to_numpy(), "reason": "unknown"})
+        return pd.DataFrame({"path": [printable(p) for p in records["path"].iloc[lost]], "reason": "unknown"})
 
 
 def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResult | None:
@@ -257,7 +258,7 @@ def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResu
     if manifest.get("key") != key or not cache_exists(folder):
         return None
     images = open_images(folder / IMAGES)
-    stored = pd.read_csv(folder / RECORDS)
+    stored = pd.read_csv(folder / RECORDS, dtype=TEXT_COLUMNS, encoding_errors="surrogateescape")
     if len(stored) != len(images) or "source_index" not in stored:
         return None
     labels = _labels_hash(records)
@@ -266,7 +267,7 @@ def _load_existing(folder: Path, key: str, records: pd.DataFrame) -> PrepareResu
     if manifest.get("labels") != labels:  # same crops, new labels: refresh the table only
         log.info("labels changed since %s was built: updating its records.csv", folder)
         with written_whole(folder / RECORDS) as tmp:
-            result.to_csv(tmp, index=False)
+            result.to_csv(tmp, index=False, errors="surrogateescape")
         _write_json(folder / MANIFEST, {**manifest, "labels": labels})
     face_drops = _read_face_drops(folder, records, result["source_index"].to_numpy())
     return PrepareResult(images, result, dropped, folder, reused=True, drops=face_drops)
@@ -299,7 +300,7 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
     start = time.perf_counter()
     shard_dir = folder / SHARDS / key[:16]
     shard_dir.mkdir(parents=True, exist_ok=True)
-    paths = records["path"].astype(str).tolist()
+    paths = [str(p) for p in records["path"]]
     boxes = _boxes(records)
     n_shards = math.ceil(len(records) / shard_size)
     tasks, done = [], 0
@@ -320,7 +321,7 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
         source_index.append(shard["kept"] + index * shard_size)
         infos.append(shard["info"])
         dropped.update(r for r in shard["reasons"].tolist() if r)
-        drops += [(paths[index * shard_size + i], r) for i, r in enumerate(shard["reasons"].tolist()) if r]
+        drops += [(printable(paths[index * shard_size + i]), r) for i, r in enumerate(shard["reasons"].tolist()) if r]
     source_index = np.concatenate(source_index)
     info = np.concatenate(infos)
     if len(source_index) == 0:
