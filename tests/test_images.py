@@ -75,7 +75,7 @@ def test_the_header_probe_decodes_no_opaque_png(tmp_path, monkeypatch):
 
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "opaque.png")
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("decoded"))
-    assert images._probe(tmp_path / "opaque.png") == ((60, 40), "PNG", False, 1)
+    assert images._plan(tmp_path / "opaque.png", 4000) == images.Decode(cv2.IMREAD_COLOR, (60, 40), 1)
 
 
 def test_a_png_with_its_exif_after_the_pixels_is_turned_too(tmp_path):
@@ -151,6 +151,7 @@ def test_large_images_are_downscaled_or_refused(tmp_path, monkeypatch):
     assert reason is None and image.shape == (75, 200, 3)
     image, _, scale = images.load_image(tmp_path / "big.png", max_side=300)
     assert image.shape == (112, 300, 3) and scale == pytest.approx(300 / 800)
-    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 100_000)
+    monkeypatch.setattr(images, "MAX_DECODE_BYTES", 300_000)  # big.png: 720 000 bytes decoded
     assert read_image(tmp_path / "big.png", max_side=300) == (None, "too_large")  # PNG: no reduced decoding
-    assert read_image(tmp_path / "big.jpg", max_side=200)[1] is None  # 1/16 of the pixels: within the limit
+    assert (tmp_path / "big.jpg").stat().st_size < 300_000
+    assert read_image(tmp_path / "big.jpg", max_side=200)[1] is None  # 1/16 of the pixels: 45 000 bytes
