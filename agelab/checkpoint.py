@@ -25,6 +25,27 @@ def is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
+def check_archive(path: Path) -> None:
+    """A ConfigError unless ``path`` is a whole zip archive that unpacks to no more than its own size.
+
+    torch.save stores its members uncompressed, so a checkpoint's members add up to less than the file;
+    torch.load allocates each member at the size the archive claims for it, so an archive claiming more
+    (a compressed zip bomb, or a stored member whose stated size is a lie) is refused before it loads.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path}: the checkpoint is truncated or damaged (its zip directory cannot be read: "
+                          f"{exc})") from exc
+    size = path.stat().st_size
+    if unpacked > size:
+        raise ConfigError(f"{path}: not a checkpoint as torch.save writes it (its zip members unpack to "
+                          f"{unpacked} bytes, more than the file's {size})")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -33,8 +54,11 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"{path}: an ONNX model, not a checkpoint (predict takes it as onnx=; eval and export "
                           "need the .ckpt written by agelab.train)")
     with path.open("rb") as file:
-        if not file.read(2).startswith((b"PK", b"\x80")):  # torch.save writes a zip (or, long ago, a pickle)
-            raise ConfigError(f"{path}: not a PyTorch checkpoint")
+        magic = file.read(2)
+    if not magic.startswith((b"PK", b"\x80")):  # torch.save writes a zip (or, long ago, a pickle)
+        raise ConfigError(f"{path}: not a PyTorch checkpoint")
+    if magic == b"PK":
+        check_archive(path)
     if is_torchscript(path):
         raise ConfigError(f"{path}: a TorchScript model, not a checkpoint (for torch.jit.load; predict takes the "
                           "exported .onnx as onnx=; eval and export need the .ckpt written by agelab.train)")

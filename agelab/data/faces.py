@@ -169,6 +169,9 @@ def _detect(image: np.ndarray, scale: float) -> list[tuple[tuple[float, float, f
 # ---------------------------------------------------------------------------------------- cropper
 
 
+MAX_OUTPUT_SIZE = 2048  # the crop side: the largest model input (1024) with room for its margin
+
+
 class FaceCropper:
     """Detect, landmark, filter and frame faces; picklable (dlib's models load lazily in each process)."""
 
@@ -182,7 +185,8 @@ class FaceCropper:
         def number(value, whole: bool = False) -> bool:
             return not isinstance(value, bool) and isinstance(value, numbers.Integral if whole else numbers.Real)
 
-        need("output_size", output_size, number(output_size, True) and output_size > 0, "a positive integer")
+        need("output_size", output_size, number(output_size, True) and 0 < output_size <= MAX_OUTPUT_SIZE,
+             f"an integer from 1 to {MAX_OUTPUT_SIZE}")  # (a model's metadata may set it: each crop is that size)
         for name, value in (("eye_distance", eye_distance), ("eye_line", eye_line)):
             need(name, value, number(value) and 0 < value < 1, "a share of the crop's side between 0 and 1")
         need("min_face_size", min_face_size, number(min_face_size, True) and min_face_size >= 8, "an integer >= 8")

@@ -121,18 +121,15 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: str | Path, input_size: int | None = None, threads: int | None = None):
-        from agelab.inference.onnx_session import ort_session
+        from agelab.inference.onnx_session import image_side, ort_session
 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"onnx: no model at {path}")
-        try:
-            self.session = ort_session(path, threads)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
-            raise ConfigError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+        self.session = ort_session(path, threads, input_size)  # its input checked before anything runs
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
-        self.input_size = self._input_size(path, graph_input.shape, input_size)
+        self.input_size = image_side(path, graph_input.shape, input_size)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.task = "group" if "probs" in self.output_names and "age" not in self.output_names else "age"
         metadata = self.session.get_modelmeta().custom_metadata_map
@@ -142,21 +139,6 @@ class OnnxBackend:
             self.face_settings = default_face_settings(self.input_size)
             log.warning("%s carries no %s metadata: faces are cropped with conf/faces/default.yaml, "
                         "which may not be how its training faces were cut", path, CROPPER_METADATA)
-
-    @staticmethod
-    def _input_size(path: Path, shape, given: int | None) -> int:
-        if len(shape) != 4 or shape[1] not in (3, "3"):
-            raise ConfigError(f"{path}: expected an (N, 3, S, S) image input, the model takes {shape}")
-        height, width = shape[2], shape[3]
-        if isinstance(height, int) and isinstance(width, int):
-            if height != width:
-                raise ConfigError(f"{path}: the input is {height}x{width}; predict feeds square faces")
-            if given is not None and int(given) != height:
-                raise ConfigError(f"input_size={given} but {path} takes {height}x{width} images")
-            return height
-        if given is None:
-            raise ConfigError(f"{path}: the input size is not fixed in the model ({shape}); give input_size=<pixels>")
-        return int(given)
 
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
         return eval_batch(crops, self.input_size)
