@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from agelab.errors import writable_folder
+
 
 def store_uri(root_dir: str | Path = ".", tracking_uri: str | None = None) -> str:
     """``tracking_uri`` when given, else the project's store ``sqlite:///<root_dir>/mlflow.db`` (absolute)."""
@@ -36,3 +38,11 @@ def store_path(tracking_uri: str) -> Path | None:
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
         return Path(tracking_uri)
     return None
+
+
+def require_writable_store(tracking_uri: str, name: str = "logger.tracking_uri") -> None:
+    """ConfigError in one line, naming ``name``, when ``tracking_uri`` is a local store whose folder
+    cannot be made or written (made now); a tracking server is left to MLflow."""
+    path = store_path(tracking_uri)
+    if path is not None:
+        writable_folder(path.parent if sqlite_path(tracking_uri) else path, name)

@@ -28,7 +28,8 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from agelab.store import artifact_root, sqlite_path, store_uri
+from agelab.errors import ConfigError, writable_folder
+from agelab.store import artifact_root, require_writable_store, sqlite_path, store_uri
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # stored in every checkpoint so a resume finds its run
@@ -138,18 +139,25 @@ def mlflow_logger(experiment_name: str, root_dir: str | Path = ".", run_name: st
                   tags: dict | None = None, tracking_uri: str | None = None, run_id: str | None = None) -> MLFlowLogger:
     """An MLFlowLogger on ``sqlite:///<root_dir>/mlflow.db`` with artifacts in ``<root_dir>/mlruns``.
 
-    ``run_id`` (stored in a checkpoint being resumed) continues that MLflow run.
+    ``run_id`` (stored in a checkpoint being resumed) continues that MLflow run. A store that cannot
+    be written or opened is a ConfigError naming the setting, before any work.
     """
-    Path(root_dir).mkdir(parents=True, exist_ok=True)
+    from mlflow.exceptions import MlflowException
+
+    writable_folder(root_dir, "logger.root_dir")
     tracking_uri = store_uri(root_dir, tracking_uri)
+    require_writable_store(tracking_uri)
     if run_id:
         log.info("resuming MLflow run %s", run_id)
     tags = {k: str(v) for k, v in (tags or {}).items()}
     tags.setdefault("git_commit", git_commit())
     artifact_location = artifact_root(root_dir)
     prepare_sqlite_store(tracking_uri, experiment_name, artifact_location)
-    return AgelabMLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, tags=tags,
-                              artifact_location=artifact_location, run_id=run_id)
+    try:  # (the client opens the store)
+        return AgelabMLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
+                                  tags=tags, artifact_location=artifact_location, run_id=run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"logger.tracking_uri: MLflow cannot open {tracking_uri} ({str(exc).splitlines()[0]})") from exc
 
 
 def flatten_config(cfg: DictConfig, resolve: bool = True) -> dict[str, str]:
