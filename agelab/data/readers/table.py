@@ -1,7 +1,8 @@
 """Any labelled image list as a CSV: the door for private data.
 
 Columns: ``path`` (relative to the CSV's folder, or absolute) and ``age`` and/or ``group``;
-optional ``subject`` and ``gender``; any other column is kept as it is.
+optional ``subject`` and ``gender``; any other column is kept as it is. A header naming a column
+twice is refused.
 
 Rules, in the order they are applied (each dropped row counted once, under its first reason):
 - ``bad_row``: the row fills more fields than the header has (empty ones past it, a trailing comma, are fine).
@@ -18,6 +19,7 @@ m/f/male/female (any case); anything else becomes NaN.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -46,10 +48,21 @@ def image_path(base: str, written: str) -> str:
     return path
 
 
+def repeated_column(csv_path: Path) -> str | None:
+    """The first column name the CSV's header gives twice (None when each is once; unnamed ones are
+    not counted): the table itself already has the second one renamed (``age.1``)."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        names = [n.strip() for n in next(csv.reader(f, skipinitialspace=True), [])]
+    return next((n for i, n in enumerate(names) if n and n in names[:i]), None)
+
+
 def read_table(root, file: str = "labels.csv", name: str = "table") -> ReadResult:
     folder = require_dir(root, name)
     csv_path = require_file(folder / file, name)
     table, bad_rows = read_csv_text(csv_path, name)
+    twice = repeated_column(csv_path)
+    if twice:
+        raise DataError(f"{name}: {csv_path} has the column {twice!r} twice in its header")
     if "path" not in table or not ({"age", "group"} & set(table.columns)):
         raise DataError(f"{name}: {csv_path} needs a 'path' column and an 'age' or 'group' column, "
                         f"found {list(table.columns)}")
