@@ -70,8 +70,10 @@ def resolve_checkpoint(ckpt, tracking_uri: str, download_dir: str | Path) -> Pat
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    from agelab.inference.model_lookup import run_artifact_path
     from agelab.store import store_path
 
+    run_artifact_path(ckpt)  # a path leaving the run's artifacts is refused before anything is downloaded
     store = store_path(tracking_uri)
     if store is not None and not store.exists():  # (MLflow would create an empty one and then not find the run)
         raise ConfigError(f"ckpt {ckpt}: no MLflow store at {store} (run from the folder that holds the training's "
