@@ -242,6 +242,8 @@ def test_registered_model_serves_the_trained_ages(trained):
         expected = ExportableAgeModel.from_module(trained.module)(images)[0].numpy()
     assert set(answer) == {"age", "std"} and answer["age"].shape == (len(images),)
     assert np.abs(answer["age"] - expected).max() < 1e-3
+    wild = served.predict({"images": np.full((1, 3, 64, 64), 1e308, np.float32)})  # inf in float32
+    assert np.isfinite(wild["age"]).all() and np.isfinite(wild["std"]).all()  # valid JSON: no NaN
 
 
 def test_onnx_files_carry_the_training_crop_for_predict(trained):

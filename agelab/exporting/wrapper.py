@@ -38,6 +38,7 @@ class ExportableAgeModel(nn.Module):
         return cls(module.model, module.head).eval()
 
     def forward(self, images: torch.Tensor):
+        images = images.clamp(-1.0, 1.0)  # the normalised range: a value beyond it (1e308) cannot make a NaN
         decoded = self.head.decode(self.head(self.model(images)))
         outputs = tuple(decoded[name] for name in self.output_names)
         return outputs[0] if len(outputs) == 1 else outputs
