@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, timedelta
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +191,11 @@ def test_extra_dirs_are_appended(imdb_root, tmp_path_factory):
 def test_missing_files_and_bad_options(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_imdb(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=f"^imdb: neither imdb.mat nor wiki.mat in {tmp_path} "):
+        read_imdb(tmp_path)
     write_mat(tmp_path / "wiki.mat", "wiki", WIKI_ROWS, celeb=False)
     with pytest.raises(DataError, match=r"imdb\.mat") as info:
-        read_imdb(tmp_path)
+        read_imdb(tmp_path, sources=["imdb", "wiki"])  # named: each must be there
     assert str(tmp_path) in str(info.value)
     with pytest.raises(DataError, match="labels.csv"):
         read_imdb(tmp_path, sources=("wiki",), extra_dirs=[str(tmp_path)])
@@ -230,6 +233,17 @@ def test_the_crop_tars_layout_is_read_from_the_folder_holding_both(tmp_path):
         [str(root / "wiki_crop" / WIKI_ROWS[2]["path"]), "no_face_score"]]
     # data.root may also be one of the crop folders itself.
     assert len(read_imdb(root / "wiki_crop", sources="wiki").records) == 2
+
+
+def test_either_half_alone_is_read_and_named(tmp_path, caplog):
+    root = write_crop_tars(tmp_path / "both")
+    shutil.rmtree(root / "imdb_crop")  # many download only the 1 GB WIKI half
+    with caplog.at_level("INFO", logger="agelab.data.readers.imdb"):
+        result = read_imdb(root)
+    assert result.records["source"].unique().tolist() == ["wiki"] and len(result.records) == 2
+    assert f"imdb: reading wiki.mat from {root}" in caplog.messages
+    cfg = compose_config(tmp_path, ["data=imdb", f"data.root={root}"])
+    assert instantiate(cfg.data.source.reader)().counts()["kept"] == 2
 
 
 def test_the_configs_find_the_crop_tars_layout(tmp_path):

@@ -36,6 +36,7 @@ and they join the training split only (agelab.data.readers.table.read_extra_sets
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from agelab.data.readers.table import EXTRA_SET, read_extra_sets
 from agelab.errors import ConfigError, DataError
 
 SOURCES = ("imdb", "wiki")
+log = logging.getLogger(__name__)
 # Matlab datenum of 1970-01-01; datenums outside [1 Jan year 1, 1 Jan 10000) are unusable.
 _EPOCH_DATENUM = 719529
 _MIN_DATENUM, _MAX_DATENUM = 367, 3652060
@@ -77,13 +79,23 @@ def age_at_photo(dob, photo_taken) -> np.ndarray:
     return np.where(np.isnat(dates) | ~np.isfinite(taken), np.nan, age)
 
 
+def mat_places(root: Path, source: str) -> list[Path]:
+    """Where ``<source>.mat`` may be: in root, in ``<source>_crop/`` (as the crop tar unpacks) or in ``<source>/``."""
+    return [folder / f"{source}.mat" for folder in (root, root / f"{source}_crop", root / source)]
+
+
 def find_mat(root: Path, source: str) -> Path:
-    """``<source>.mat`` in root, in ``<source>_crop/`` (as the crop tar unpacks) or in ``<source>/``."""
-    places = [root, root / f"{source}_crop", root / source]
-    for folder in places:
-        if (folder / f"{source}.mat").is_file():
-            return folder / f"{source}.mat"
-    raise DataError(f"imdb: expected label file {source}.mat in {', '.join(map(str, places))} (not found)")
+    places = mat_places(root, source)
+    found = next((path for path in places if path.is_file()), None)
+    if found is None:
+        raise DataError(f"imdb: expected label file {source}.mat in {', '.join(str(p.parent) for p in places)} "
+                        "(not found)")
+    return found
+
+
+def present_sources(root: Path) -> list[str]:
+    """The halves whose label file is in root (both, either or none): many download only WIKI's."""
+    return [source for source in SOURCES if any(path.is_file() for path in mat_places(root, source))]
 
 
 def _struct(mat_path: Path, key: str):
@@ -196,15 +208,23 @@ def read_mat(root: Path, source: str, min_face_score: float, allow_second_face: 
     return records, drops
 
 
-def read_imdb(root, sources=SOURCES, min_face_score: float = 1.0, allow_second_face: bool = False,
+def read_imdb(root, sources=None, min_face_score: float = 1.0, allow_second_face: bool = False,
               min_age: float = 0, max_age: float = 100, extra_dirs=(), full_images: bool = False) -> ReadResult:
-    sources = [sources] if isinstance(sources, str) else list(sources)
-    unknown = [s for s in sources if s not in SOURCES]
-    if unknown or not (sources or extra_dirs):
-        raise ConfigError(f"imdb sources must be a list from {list(SOURCES)}, got {sources!r}")
+    """``sources``: None for whichever of imdb.mat and wiki.mat root holds (said in the log), or a list
+    of the halves to read, each then required."""
     if min_age > max_age:
         raise ConfigError(f"imdb min_age ({min_age}) is above max_age ({max_age})")
     root = require_dir(root, "imdb")
+    if sources is None:
+        sources = present_sources(root)
+        if not (sources or extra_dirs):
+            raise DataError(f"imdb: neither imdb.mat nor wiki.mat in {root} or its imdb_crop/, wiki_crop/, imdb/, "
+                            "wiki/ folders")
+        log.info("imdb: reading %s from %s", " and ".join(f"{s}.mat" for s in sources) or "no .mat", printable(root))
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown or not (sources or extra_dirs):
+        raise ConfigError(f"imdb sources must be null or a list from {list(SOURCES)}, got {sources!r}")
     parts, drops = [], []
     for source in sources:
         records, more = read_mat(root, source, min_face_score, allow_second_face, min_age, max_age, full_images)
