@@ -282,6 +282,19 @@ def test_joblib_multirun_of_models_and_optimisers_logs_every_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_plugin_launchers_sweep_from_an_empty_cache(launcher, tmp_path):
+    """The plugins' own launchers with their defaults, 3 jobs at once, each drawing the built-in faces
+    (more than one chunk: the draw would start a pool) into the same empty cache."""
+    run_cli(["-m", f"hydra/launcher={launcher}", "seed=1,2,3", *SWEEP_TINY, "data.source.train_size=1100",
+             *(["hydra.launcher.n_jobs=3"] if launcher == "joblib" else ["hydra.launcher.tasks_per_node=1"])],
+            tmp_path)
+    client, runs = all_runs(tmp_path)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2", "3"]
+
+
+@pytest.mark.slow
 def test_optuna_search_in_parallel_returns_the_best_trial(tmp_path):
     pregenerate_synth_cache(tmp_path)
     run_cli([hparams_search_override(), "hydra/launcher=local", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",

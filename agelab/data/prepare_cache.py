@@ -36,7 +36,7 @@ from agelab.data.faces import FaceCropper
 from agelab.data.images import load_image
 from agelab.data.names import printable
 from agelab.data.readers.base import DROP_COLUMNS
-from agelab.data.workers import die_with_parent
+from agelab.data.workers import die_with_parent, pool_size
 from agelab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def prepare_cache(records: pd.DataFrame, cache_dir: str | Path, cropper: FaceCro
             tasks.append((cropper, paths[lo:hi], boxes[lo:hi], str(shard_dir / _shard_name(index))))
     if done:
         log.info("resuming: %d of %d shards already cropped in %s", n_shards - len(tasks), n_shards, shard_dir)
-    workers = min(workers or len(os.sched_getaffinity(0)), max(len(tasks), 1))
+    workers = pool_size(min(workers or len(os.sched_getaffinity(0)), max(len(tasks), 1)))
     _run_shards(tasks, workers, len(records), done, progress)
 
     # Pack: the face table first (small), then the images streamed shard by shard.

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from agelab.data.workers import die_with_parent
+from agelab.data.workers import die_with_parent, pool_size
 from agelab.groups import age_to_group
 
 MAX_AGE = 100
@@ -250,7 +250,7 @@ def generate(spec: SynthSpec, workers: int | None = None) -> tuple[np.ndarray, p
 
     Large sets are drawn in parallel over CPU cores; the result does not depend on ``workers``.
     """
-    workers = workers or min(os.cpu_count() or 1, 16)
+    workers = pool_size(workers or min(os.cpu_count() or 1, 16))
     chunk = 500
     ranges = [(spec, a, min(a + chunk, spec.count)) for a in range(0, spec.count, chunk)]
     if workers > 1 and len(ranges) > 1:

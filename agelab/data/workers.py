@@ -28,6 +28,13 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def pool_size(wanted: int) -> int:
+    """``wanted`` worker processes for a pool, or 1 (the work done in this process) when this process is
+    a worker itself, as a sweep's job under joblib is: a pool in each job only oversubscribes the cores,
+    and a process started the loky way cannot spawn children (they cannot set its "loky" start method)."""
+    return 1 if multiprocessing.parent_process() is not None else wanted
+
+
 def loader_worker_init(worker_id: int) -> None:
     """A DataLoader worker's ``worker_init_fn``: dies with its parent, and is seeded as Lightning
     seeds workers after ``seed_everything(workers=True)`` (which it does only for loaders without one)."""
