@@ -116,6 +116,20 @@ def test_a_utkface_chip_whose_name_is_not_utf8_is_read_and_a_bad_name_counted(tm
     assert "fotos\\xe9" in result.report()
 
 
+def test_a_label_csv_in_a_folder_whose_name_is_not_utf8_is_read(tmp_path):
+    from agelab.data.readers.table import read_table
+
+    root = tmp_path / os.fsdecode(b"fotos\xe9")
+    photo = write_face(root / "a.jpg")
+    write_face(root / os.fsdecode(b"b\xe9.jpg"))
+    (root / "labels.csv").write_text("path,age\na.jpg,31\nmissing.jpg,40\n", encoding="utf-8")
+    result = read_table(root)
+    assert result.counts() == {"kept": 1, "dropped": 1, "dropped/missing_file": 1}
+    assert result.records["path"].tolist() == [str(photo)] and load_image(str(photo))[1] is None
+    assert result.records["subject"].tolist() == [printable(photo)]
+    assert result.drops.values.tolist() == [[f"{tmp_path}/fotos\\xe9/missing.jpg", "missing_file"]]
+
+
 @contextmanager
 def fails_after(seconds: int):
     """A TimeoutError where the block would hang (a FIFO opened for reading waits for a writer)."""

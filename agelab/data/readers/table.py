@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from agelab.data.names import printable
 from agelab.data.readers.base import (
-    BASE_COLUMNS, ReadResult, dropped_at, dropped_lines, finish, groups_of, read_csv_text, require_dir, require_file,
+    BASE_COLUMNS, ReadResult, dropped_at, dropped_lines, finish, groups_of, path_column, read_csv_text, require_dir,
+    require_file,
 )
 from agelab.errors import DataError
 from agelab.groups import NUM_GROUPS
@@ -90,7 +92,7 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root, drops=()) -> R
     drops = [*drops, *dropped_lines("bad_age", bad_age, root), *dropped_lines("bad_group", bad_group, root)]
     keep = ~bad_age & ~bad_group
 
-    paths = table["path"].str.strip().map(lambda p: image_path(base, p))
+    paths = path_column((image_path(base, p) for p in table["path"].str.strip()), index=table.index)
     # A later good row must not be counted as a duplicate of an earlier dropped one.
     duplicate = keep & paths.where(keep).duplicated(keep="first") & paths.ne("")
     drops += dropped_lines("duplicate", duplicate, root)
@@ -105,11 +107,12 @@ def parse_table(table: pd.DataFrame, base: Path, name: str, root, drops=()) -> R
     records["age"] = ages[keep].where(valid_age[keep], np.nan)
     from_age = groups_of(records["age"])
     records["group"] = np.where(valid_group[keep], group_num[keep].fillna(-1), from_age).astype(np.int64)
+    shown = records["path"].map(printable)  # the subject of a row without one: its image
     if "subject" in records:
         subject = records["subject"].str.strip()
-        records["subject"] = subject.where(subject != "", records["path"])
+        records["subject"] = subject.where(subject != "", shown)
     else:
-        records["subject"] = records["path"]
+        records["subject"] = shown
     if "gender" in records:
         records["gender"] = records["gender"].str.strip().str.lower().map(_GENDERS)
     return finish(records, drops, name, root)
