@@ -43,7 +43,8 @@ def is_override(arg: str) -> bool:
 def positional_input(argv: list[str]) -> list[str]:
     """Bare arguments (paths, before or after the overrides) become ``input=<path>`` or, several,
     ``input=[<path>, ...]``."""
-    flags_at = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    flags_at = next((i for i, arg in enumerate(argv) if arg.startswith("-") and not os.path.lexists(arg)),
+                    len(argv))  # (a photo may be named -x.jpg)
     head, tail = argv[:flags_at], argv[flags_at:]  # from the first flag (--cfg job, -m) on: Hydra's own syntax
     paths = [arg for arg in head if not is_override(arg)]
     if not paths:
@@ -68,7 +69,7 @@ def input_paths(value) -> list[Path]:
     for source in paths:
         if not source.exists() and not source.is_symlink():
             raise ConfigError(f"input: no file or folder at {source}")
-        if source.is_dir() and not any(path.is_file() for path in source.rglob("*")):
+        if source.is_dir() and all(path.is_dir() for path in source.rglob("*")):
             raise ConfigError(f"input: the folder {source} holds no files")
     return list(dict.fromkeys(paths))  # a path given twice is predicted once
 

@@ -379,6 +379,12 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
     odd = tmp_path / "a=b's.jpg"
     odd.touch()
     assert positional_input([str(odd)])[0].startswith("input='")  # an existing path, even with "="
+    (tmp_path / "-x.jpg").touch()
+    os.chdir(tmp_path)
+    try:
+        assert positional_input(["-x.jpg", "ckpt=m"]) == ["input='-x.jpg'", "ckpt=m"]  # a photo, not a flag
+    finally:
+        os.chdir(REPO)
 
     def config(*overrides):
         return compose_config(tmp_path, [f"out_dir={tmp_path / 'out'}", *overrides], config_name="predict")
@@ -386,6 +392,8 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
     photo = write_rgb(tmp_path / "p.jpg", two_faces())
     model = f"ckpt={trained.ckpt}"
     (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "pipe only").mkdir()
+    os.mkfifo(tmp_path / "pipe only" / "p.jpg")
     cases = {
         "^input: give a photo": config(model),
         "^input: the folder .*empty holds no files$": config(f"input={tmp_path / 'empty'}", model),
@@ -401,6 +409,7 @@ def test_positional_argument_and_config_errors(trained, tmp_path):
         "^input_size applies to ONNX models only": config(f"input={photo}", model, "input_size=64"),
         "^out_dir: cannot create /proc/no/such": config(f"input={photo}", model, "out_dir=/proc/no/such"),
         "^input: no file or folder at /no/b.jpg$": config(f"input=[{photo},/no/b.jpg]", model),
+        "^give one model": config(f"input={tmp_path / 'pipe only'}", model, "model_uri=x@1"),  # a FIFO: not "no files"
     }
     for message, cfg in cases.items():
         with pytest.raises(ConfigError, match=message):
