@@ -36,6 +36,9 @@ def test_cli_prints_every_setting_with_finite_ratios(capsys):
             assert x_eager == 1.0
     assert "smlf_small (64x64, 0.356 M params)" in out
     assert "target (2-core CPU): int8 <= 1.0 ms/face on 1 thread and <= 0.5 MB" in out
+    operators = [line.split() for line in out.split("by operator", 1)[1].splitlines()[1:] if line.startswith("  ")]
+    assert "QLinearConv" in [row[0] for row in operators]  # the convolutions run in int8
+    assert all(0 < float(row[1]) < math.inf and 0 < float(row[3]) <= 100 for row in operators)
 
 
 def test_dispatcher_knows_its_subcommands(capsys):

@@ -1,8 +1,8 @@
 """``python -m agelab.bench infer model=smlf|smlf_small [ckpt=PATH] [options]``: CPU inference speed.
 
 Measures, side by side in one process, PyTorch eager fp32, ONNX Runtime fp32 and ONNX Runtime int8
-(static, QDQ) at batch 1 (one face) and a larger batch, on 1 thread and on all threads, and the
-file sizes. Without ``ckpt`` an untrained model of the chosen config is used and calibrated on
+(static, QDQ) at batch 1 (one face) and a larger batch, on 1 thread and on all threads, the file
+sizes, and where the int8 model's time goes by operator. Without ``ckpt`` an untrained model of the chosen config is used and calibrated on
 synthetic faces; with ``ckpt`` (a checkpoint from agelab.train) the trained model is calibrated
 on its training faces and the test-split MAE of each runtime is reported too.
 """
@@ -26,7 +26,7 @@ from agelab.config_checks import check_targets
 from agelab.errors import ConfigError, require_int
 from agelab.exporting.checks import agreement
 from agelab.exporting.formats import export_onnx, file_mb
-from agelab.exporting.latency import onnx_latency_ms, torch_latency_ms
+from agelab.exporting.latency import onnx_latency_ms, onnx_operator_ms, torch_latency_ms
 from agelab.exporting.pipeline import calibration_images, eval_batches
 from agelab.models.summary import count_params
 from agelab.exporting.quantize import quantize_int8
@@ -136,6 +136,7 @@ def bench_infer(overrides: list[str] = (), ckpt: str | None = None, runs: int = 
                 result["rows"].append({"runtime": runtime, "batch": n, "threads": thread_count,
                                        "ms_per_batch": ms[runtime], "ms_per_face": ms[runtime] / n,
                                        "x_eager": ms["torch_fp32"] / ms[runtime]})
+        result["int8_operators_ms"] = onnx_operator_ms(int8, size, runs=runs, warmup=warmup)
         if batches is not None:
             runners = {"torch": torch_runner(wrapper), "fp32": ort_runner(fp32, threads=1),
                        "int8": ort_runner(int8, threads=1)}
@@ -161,6 +162,11 @@ def format_report(result: dict) -> str:
     for runtime, mb in sizes.items():
         label = "PyTorch state_dict" if runtime == "torch_fp32" else LABELS[runtime]
         lines.append(f"{label:<20} {mb:>8.3f} {mb / sizes['onnx_fp32']:>12.2f}")
+    operators = result["int8_operators_ms"]
+    total = sum(operators.values())
+    lines += ["", "ONNX Runtime int8, 1 thread, one face, by operator (its profiler; "
+              f"{total:.3f} ms in operators):"]
+    lines += [f"  {op:<26} {ms:>7.3f} ms {100 * ms / total:>5.1f} %" for op, ms in list(operators.items())[:8]]
     if "accuracy" in result:
         acc = result["accuracy"]
         lines += ["", f"test split ({acc['faces']} faces), {acc['metric']}: " + ", ".join(

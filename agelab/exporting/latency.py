@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -39,3 +42,23 @@ def onnx_latency_ms(path: str | Path, input_size: int, batch: int = 1, threads: 
     """Median ms per call of onnxruntime (CPU, ``threads`` intra-op threads; None: all cores)."""
     run, images = ort_runner(path, threads), example_input(input_size, batch).numpy()
     return median_ms(lambda: run(images), runs, warmup)
+
+
+def onnx_operator_ms(path: str | Path, input_size: int, runs: int = 50, warmup: int = 10) -> dict[str, float]:
+    """ms per call spent in each operator type (onnxruntime's own profiler: one thread, one face, the
+    warm-up calls left out), largest first: where a model's time goes."""
+    from agelab.inference.onnx_session import ort_session
+
+    with tempfile.TemporaryDirectory() as folder:
+        session = ort_session(path, threads=1, profile_prefix=str(Path(folder) / "profile"))
+        feed = {session.get_inputs()[0].name: example_input(input_size, 1).numpy()}
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                     key=lambda e: e["ts"])
+    timed = kernels[len(kernels) // (warmup + runs) * warmup:]  # each call runs every node once
+    spent = Counter()
+    for event in timed:
+        spent[event["args"]["op_name"]] += event["dur"] / 1000 / runs  # microseconds -> ms per call
+    return dict(spent.most_common())

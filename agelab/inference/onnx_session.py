@@ -33,12 +33,14 @@ def image_side(path: str | Path, shape, given: int | None = None) -> int:
     return int(given)
 
 
-def ort_session(path: str | Path, threads: int | None = None, input_size: int | None = None):
+def ort_session(path: str | Path, threads: int | None = None, input_size: int | None = None,
+                profile_prefix: str | None = None):
     """A CPU session; ``threads`` intra-op threads (None or 0: onnxruntime's default, all cores), and
     then one inter-op thread: the graphs are a chain of layers, so a second pool only competes.
 
     The model's declared input is checked (``image_side``) before anything runs; ``input_size``: S
-    where the model leaves it symbolic. A file onnxruntime cannot load is a ConfigError too."""
+    where the model leaves it symbolic. A file onnxruntime cannot load is a ConfigError too.
+    ``profile_prefix``: onnxruntime's profiler on, its JSON written there by ``end_profiling()``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -46,6 +48,8 @@ def ort_session(path: str | Path, threads: int | None = None, input_size: int | 
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
