@@ -48,7 +48,8 @@ def make_app(predictor, model_name: str, max_upload_mb: int):
                 path = Path(folder) / ("photo" + Path(name).suffix.lower()[:8])
                 upload.save(path)
                 rows, status = one_file(name, predict_photo, predictor, path, name, None)
-            faces = [{k: row[k] for k in ("x1", "y1", "x2", "y2", "age", "std", "group")}
+            faces = [{**{k: row[k] for k in ("x1", "y1", "x2", "y2", "age", "std")},
+                      "group": row["group"] if predictor.task == "group" else None}  # (an age head's is its age's)
                      for row in rows if row["status"] == "ok"]
             answers.append({"name": name, "status": status, "faces": faces})
         if not answers:
