@@ -52,11 +52,12 @@ def radiance_hdr_named_jpg(d: Path) -> Path:
     return p
 
 
-def png_16bit_rgba(d: Path) -> Path:
-    """11500 x 11500 (132 MP) at 16 bits with alpha: 1.06 GB decoded, from 1 KB."""
-    p = d / "deep.png"
-    p.write_bytes(png_header(11500, 11500, 16, 6))
-    return p
+def png_claiming(name: str, side: int, depth: int, colour_type: int):
+    """A maker of a PNG whose header alone (a few bytes on disk) claims ``side`` x ``side`` pixels."""
+    def make(d: Path) -> Path:
+        (d / name).write_bytes(png_header(side, side, depth, colour_type))
+        return d / name
+    return make
 
 
 def sparse_3gb_jpg(d: Path) -> Path:
@@ -65,20 +66,6 @@ def sparse_3gb_jpg(d: Path) -> Path:
     Image.new("RGB", (16, 16)).save(p)
     with p.open("r+b") as f:
         f.truncate(3 << 30)
-    return p
-
-
-def png_bomb(d: Path) -> Path:
-    """20000 x 20000 (Pillow calls it a decompression bomb)."""
-    p = d / "bomb.png"
-    p.write_bytes(png_header(20000, 20000, 8, 2))
-    return p
-
-
-def png_rgba_100mp(d: Path) -> Path:
-    """10000 x 10000 RGBA: 100 MP, 400 MB decoded."""
-    p = d / "poster.png"
-    p.write_bytes(png_header(10000, 10000, 8, 6))
     return p
 
 
@@ -118,10 +105,10 @@ def pfm_named_png(d: Path) -> Path:
 
 HOSTILE_IMAGES = {  # case: (maker, status)
     "radiance_hdr_18000_named_jpg": (radiance_hdr_named_jpg, "unreadable"),
-    "png_16bit_rgba_11500": (png_16bit_rgba, "too_large"),
+    "png_16bit_rgba_11500": (png_claiming("deep.png", 11500, 16, 6), "too_large"),  # 1.06 GB decoded
     "sparse_3gb_jpg": (sparse_3gb_jpg, "too_large"),
-    "png_decompression_bomb_20000": (png_bomb, "too_large"),
-    "png_rgba_10000": (png_rgba_100mp, "too_large"),
+    "png_decompression_bomb_20000": (png_claiming("bomb.png", 20000, 8, 2), "too_large"),  # Pillow: a bomb
+    "png_rgba_10000": (png_claiming("poster.png", 10000, 8, 6), "too_large"),  # 400 MB decoded
     "progressive_jpeg_12000": (progressive_jpeg_144mp, "too_large"),
     "gif_65535x2000": (gif_65535, "too_large"),
     "pfm_named_png": (pfm_named_png, "unreadable"),
