@@ -137,8 +137,8 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_data(tmp_path, monke
 
 
 def test_trainer_cpu_augments_whole_batches_in_the_training_process(tmp_path):
-    cfg = compose_config(tmp_path, ["trainer=cpu", "data=utkface", "data.root=/x", "experiment=utkface"])
-    assert (cfg.trainer.accelerator, cfg.trainer.max_epochs) == ("cpu", 50)  # the experiment's epochs stay
+    cfg = compose_config(tmp_path, ["trainer=cpu", "data=utkface", "data.root=/x", "experiment=utkface_smlf"])
+    assert (cfg.trainer.accelerator, cfg.trainer.max_epochs) == ("cpu", 40)  # the experiment's epochs stay
     assert (cfg.data.augment_on, cfg.data.num_workers, cfg.data.persistent_workers) == ("device", 0, False)
     assert cfg.data.device_train_transform._target_.endswith("BatchAugment")
     default = compose_config(tmp_path, [])
