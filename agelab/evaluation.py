@@ -67,10 +67,7 @@ def resolve_checkpoint(ckpt, tracking_uri: str, download_dir: str | Path) -> Pat
         if not Path(ckpt).is_file():  # before torch and Lightning are even imported
             raise ConfigError(f"no checkpoint at {ckpt}")
         return Path(ckpt)
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    from agelab.inference.model_lookup import run_artifact_path
+    from agelab.inference.model_lookup import download_artifact, run_artifact_path
     from agelab.store import store_path
 
     run_artifact_path(ckpt)  # a path leaving the run's artifacts is refused before anything is downloaded
@@ -78,12 +75,7 @@ def resolve_checkpoint(ckpt, tracking_uri: str, download_dir: str | Path) -> Pat
     if store is not None and not store.exists():  # (MLflow would create an empty one and then not find the run)
         raise ConfigError(f"ckpt {ckpt}: no MLflow store at {store} (run from the folder that holds the training's "
                           "mlflow.db, or give logger.root_dir=<that folder>)")
-    Path(download_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=ckpt, dst_path=str(download_dir),
-                                                        tracking_uri=tracking_uri))
-    except (MlflowException, OSError) as exc:
-        raise ConfigError(f"ckpt {ckpt}: cannot download it from {tracking_uri} ({str(exc).splitlines()[0]})") from exc
+    return download_artifact(ckpt, tracking_uri, download_dir, named=f"ckpt {ckpt}")
 
 
 def command_line_overrides(cfg: DictConfig) -> list:

@@ -97,16 +97,23 @@ def newest_training(client, download_dir: Path) -> FoundModel | None:
     return None
 
 
-def download(client, uri: str, download_dir: Path, description: str) -> FoundModel:
-    """``uri`` downloaded, as a checkpoint or an ONNX model (a folder holding one: an MLflow model)."""
+def download_artifact(uri: str, tracking_uri: str, download_dir: str | Path, named: str | None = None) -> Path:
+    """``uri`` (``runs:/`` or ``models:/``) downloaded into ``download_dir``; a one-line ConfigError, naming
+    it as ``named`` (default: the URI), when the store cannot give it."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    Path(download_dir).mkdir(parents=True, exist_ok=True)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(download_dir),
-                                                         tracking_uri=client.tracking_uri))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(download_dir),
+                                                        tracking_uri=tracking_uri))
     except (MlflowException, OSError) as exc:
-        raise ConfigError(f"{uri}: cannot download it from {client.tracking_uri} ({str(exc).splitlines()[0]})") from exc
+        raise ConfigError(f"{named or uri}: cannot download it from {tracking_uri} ({str(exc).splitlines()[0]})") from exc
+
+
+def download(client, uri: str, download_dir: Path, description: str) -> FoundModel:
+    """``uri`` downloaded, as a checkpoint or an ONNX model (a folder holding one: an MLflow model)."""
+    local = download_artifact(uri, client.tracking_uri, download_dir)
     if local.is_dir():
         local = next(iter(sorted(local.rglob("*.onnx"))), local)
     if local.suffix == ".onnx":
