@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import sys
 from pathlib import Path
@@ -118,33 +117,6 @@ def argument_mistake(exc: BaseException) -> str | None:
     return f"{where or 'config'}: {reason.group(2)}" if reason else None
 
 
-def run_folder_mistake(config_name: str, argv: list[str]) -> str | None:
-    """Why Hydra cannot make the run's folder (``hydra.run.dir``; ``hydra.sweep.dir`` with -m), in one
-    line: Hydra makes it before the command starts, and fails with a traceback. None when it can, and
-    for what Hydra tells itself (its flags, overrides it cannot parse or compose)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from agelab.config import compose_config
-
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    overrides = [a for a in argv if a not in ("-m", "--multirun")]
-    if any(a.startswith("-") for a in overrides):
-        return None
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        cfg = compose_config(config_name, [o.input_line for o in parsed if not o.is_sweep_override()])
-        folder = Path(str(OmegaConf.select(cfg, key)))
-    except Exception:  # noqa: BLE001 - Hydra's to tell
-        return None
-    nearest = next(p for p in (folder, *folder.parents) if os.path.exists(p))  # ("/" or "." at the latest)
-    if not nearest.is_dir():
-        return f"{key}: cannot make {folder} ({nearest} is not a folder)"
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        return f"{key}: cannot make {folder} ({nearest} is not writable)"
-    return None
-
-
 def run_main(main, config_name: str, bare_arguments=None) -> None:
     """An entry point's ``main()`` (composing ``conf/<config_name>.yaml``), after one line and exit code
     2 for an unknown group choice, a config Hydra cannot compose or a run folder it cannot make
@@ -155,8 +127,7 @@ def run_main(main, config_name: str, bare_arguments=None) -> None:
             sys.argv[1:] = bare_arguments(sys.argv[1:])
         # The group check alone also covers a command with Hydra's flags (--cfg job), which the
         # composition check leaves to Hydra.
-        mistake = (unknown_group_choice(sys.argv[1:]) or composition_mistake(config_name, sys.argv[1:])
-                   or run_folder_mistake(config_name, sys.argv[1:]))
+        mistake = unknown_group_choice(sys.argv[1:]) or composition_mistake(config_name, sys.argv[1:])
     except AgelabError as exc:
         mistake = exc
     if mistake:

@@ -4,6 +4,8 @@ arguments that code takes, and no required value (``???``) is left out."""
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -145,11 +147,24 @@ def check_value(override):
         return None if start is None else str(start)
 
 
+def run_folder_mistake(cfg: DictConfig, multirun: bool) -> str | None:
+    """Why Hydra cannot make the composed run's folder (``hydra.run.dir``; ``hydra.sweep.dir`` with -m),
+    in one line: Hydra makes it before the command starts, and fails with a traceback. None when it can."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(str(OmegaConf.select(cfg, key)))
+    nearest = next(p for p in (folder, *folder.parents) if os.path.exists(p))  # ("/" or "." at the latest)
+    if not nearest.is_dir():
+        return f"{key}: cannot make {folder} ({nearest} is not a folder)"
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        return f"{key}: cannot make {folder} ({nearest} is not writable)"
+    return None
+
+
 def composition_mistake(config_name: str, argv: list[str]) -> str | None:
     """What Hydra could not compose from ``argv`` (``faces.enlargee=2``: a key ``conf/<config_name>.yaml``
     lacks, also in a sweep; ``hydra/launcher=nope``) in one line, a misspelt key with the nearest key of
-    its node; None when it composes. Composes the config once (a fraction of a second); Hydra's other
-    errors are left to Hydra."""
+    its node, or the run folder it could not make (run_folder_mistake); None when all is well. Composes
+    the config once (a fraction of a second); Hydra's other errors are left to Hydra."""
     import difflib
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -169,8 +184,8 @@ def composition_mistake(config_name: str, argv: list[str]) -> str | None:
         if value is not None:
             checked.append((o, f"{o.get_key_element()}={value}" if o.is_sweep_override() else value))
     try:
-        compose_config(config_name, [line for _, line in checked])
-        return None
+        cfg = compose_config(config_name, [line for _, line in checked])
+        return run_folder_mistake(cfg, multirun=any(a in ("-m", "--multirun") for a in argv))
     except ConfigError as exc:
         message = str(exc)
     except ValueError as exc:  # group=null, where the defaults list has no null option

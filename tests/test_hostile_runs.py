@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agelab.cli import run_folder_mistake
+from agelab.config_checks import composition_mistake
 from agelab.data.readers.table import read_table
 from agelab.data.workers import loader_worker_init
 from agelab.errors import ConfigError, DataError
@@ -186,14 +186,14 @@ def test_a_run_folder_hydra_cannot_make_is_one_line(tmp_path, arguments, message
     file = tmp_path / "file.txt"
     file.write_text("")
     argv = [f"paths.root_dir={tmp_path}", *(a.format(file=file, tmp=tmp_path) for a in arguments)]
-    assert run_folder_mistake("train", argv) == (message and message.format(file=file))
+    assert composition_mistake("train", argv) == (message and message.format(file=file))
     assert not (tmp_path / "new").exists()  # checked, not made (Hydra makes it)
 
 
 def test_default_run_folder_under_an_unwritable_root_is_named(tmp_path):
     file = tmp_path / "file.txt"
     file.write_text("")
-    mistake = run_folder_mistake("predict", [f"paths.root_dir={file}/root"])
+    mistake = composition_mistake("predict", [f"paths.root_dir={file}/root"])
     assert mistake.startswith(f"hydra.run.dir: cannot make {file}/root/logs/") and mistake.endswith(
         f" ({file} is not a folder)")
 
